@@ -1,0 +1,79 @@
+"""Configuration from the environment, read in one place.
+
+Every name matches the original FastAPI service (see `.env.example`), so a deployment's
+environment carries over unchanged. Blank values count as unset.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True)
+
+    # Service
+    environment: str = "production"
+    log_level: str = "INFO"
+    log_json: bool = True
+    api_key: SecretStr | None = None
+
+    # Rate limiting (per client, token bucket: a burst on top of a steady per-minute rate)
+    rate_limit_enabled: bool = True
+    rate_limit_per_minute: int = Field(60, ge=1)
+    rate_limit_burst: int = Field(10, ge=0)
+
+    # Image ingestion
+    max_image_fetch_timeout_seconds: float = Field(15.0, gt=0)
+    image_connect_timeout_seconds: float = Field(5.0, gt=0)
+    max_image_size_bytes: int = Field(31_457_280, ge=1)
+    max_image_pixels: int = Field(50_000_000, ge=1)
+    max_request_body_bytes: int = Field(160 * 1024 * 1024, ge=1024)
+    allow_private_urls: bool = False
+    url_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    max_batch_size: int = Field(20, ge=1)
+
+    # Blur: Laplacian variance measured after resizing the long side to this many pixels,
+    # so the verdict does not depend on the camera's resolution.
+    blur_analysis_size: int = Field(1024, ge=64)
+    blur_threshold: float = Field(100.0, gt=0)
+
+    # Clustering
+    dbscan_eps_default: float = Field(0.35, ge=0.01, le=2.0)
+    dbscan_min_samples_default: int = Field(2, ge=1, le=50)
+
+    # Models
+    clip_model_name: str = "openai/clip-vit-base-patch32"
+    deepface_detector: str = "opencv"
+    weights: Literal["real", "random-init"] = "real"
+
+    # LLM critique
+    llm_default_model: str = "anthropic/claude-sonnet-4-5"
+    llm_max_tokens: int = Field(500, ge=100, le=2000)
+    llm_timeout_seconds: float = Field(60.0, gt=0)
+    llm_language: str = "en"
+    llm_api_base: str | None = None
+    llm_api_key: SecretStr | None = None
+    anthropic_api_key: SecretStr | None = None
+    openai_api_key: SecretStr | None = None
+    gemini_api_key: SecretStr | None = None
+
+    @field_validator("url_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(h.strip().lower().rstrip(".") for h in value.split(",") if h.strip())
+        return value
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.api_key is not None and bool(self.api_key.get_secret_value().strip())
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

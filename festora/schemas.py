@@ -1,0 +1,177 @@
+"""The v1 wire contract (see API.md): request and response bodies.
+
+Field names, types and defaults match the original FastAPI service; fields may be added,
+never renamed, retyped or removed.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+API_VERSION = "1.0"
+
+Label = Literal["low", "medium", "high"]
+
+
+class ImageInput(BaseModel):
+    """Exactly one of `url` (http/https) or `data` (standard base64 of the file bytes)."""
+
+    url: str | None = Field(None, max_length=4096)
+    data: str | None = None
+    image_id: str | None = Field(None, max_length=128)
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> ImageInput:
+        if (self.url is None) == (self.data is None):
+            raise ValueError("provide exactly one of 'url' or 'data'")
+        return self
+
+
+class AnalysisFlags(BaseModel):
+    run_blur: bool = True
+    run_quality: bool = True
+    run_emotion: bool = True
+    run_embedding: bool = True
+
+
+class AnalyzeRequest(AnalysisFlags):
+    image: ImageInput
+
+
+class BatchAnalyzeRequest(AnalysisFlags):
+    # The upper bound is MAX_BATCH_SIZE, checked by the service (422 batch_too_large).
+    images: list[ImageInput] = Field(..., min_length=1)
+
+
+class BlurResult(BaseModel):
+    laplacian_variance: float
+    is_blurry: bool
+    blur_threshold: float
+    analysis_size_px: int = Field(description="Long side, in pixels, the variance is measured at")
+
+
+class QualityResult(BaseModel):
+    brisque_score: float = Field(description="BRISQUE, lower is better (about 0-100)")
+    nima_technical_score: float = Field(description="KonIQ-trained NIMA on a 1-10 scale")
+    overall_quality: Label
+
+
+class AestheticResult(BaseModel):
+    nima_aesthetic_score: float = Field(description="AVA-trained NIMA: mean of its 10 bins, 1-10")
+    aesthetic_label: Label
+
+
+class FaceRegion(BaseModel):
+    x: int
+    y: int
+    w: int
+    h: int
+
+
+class EmotionScores(BaseModel):
+    angry: float
+    disgust: float
+    fear: float
+    happy: float
+    sad: float
+    surprise: float
+    neutral: float
+
+
+class FaceEmotion(BaseModel):
+    dominant_emotion: str
+    scores: EmotionScores
+    face_confidence: float
+    region: FaceRegion
+
+
+class EmotionResult(BaseModel):
+    faces_detected: int
+    faces: list[FaceEmotion]
+
+
+class EmbeddingResult(BaseModel):
+    model: str
+    dimensions: int
+    vector: list[float]
+
+
+class ImageAnalysisResult(BaseModel):
+    image_id: str | None = None
+    source_url: str | None = None
+    width_px: int | None = None
+    height_px: int | None = None
+    blur: BlurResult | None = None
+    quality: QualityResult | None = None
+    aesthetic: AestheticResult | None = None
+    emotion: EmotionResult | None = None
+    embedding: EmbeddingResult | None = None
+    processing_time_ms: float = 0.0
+    error: str | None = None
+    error_code: str | None = Field(None, description="Machine-readable code of `error`")
+
+
+class AnalyzeResponse(BaseModel):
+    api_version: str = API_VERSION
+    result: ImageAnalysisResult
+
+
+class BatchAnalyzeResponse(BaseModel):
+    api_version: str = API_VERSION
+    total: int
+    succeeded: int
+    failed: int
+    results: list[ImageAnalysisResult]
+    total_processing_time_ms: float
+
+
+class ClusterRequest(BaseModel):
+    embeddings: list[list[float]] = Field(..., min_length=2)
+    image_ids: list[str]
+    eps: float | None = Field(None, ge=0.01, le=2.0)
+    min_samples: int | None = Field(None, ge=1, le=50)
+
+
+class ClusterAssignment(BaseModel):
+    image_id: str
+    cluster_id: int
+    is_noise: bool
+
+
+class Cluster(BaseModel):
+    cluster_id: int
+    size: int
+    image_ids: list[str]
+
+
+class ClusterResponse(BaseModel):
+    api_version: str = API_VERSION
+    algorithm: str = "DBSCAN"
+    eps_used: float
+    min_samples_used: int
+    total_images: int
+    num_clusters: int
+    num_noise: int
+    assignments: list[ClusterAssignment]
+    clusters: list[Cluster]
+    processing_time_ms: float
+
+
+class ModelStatus(BaseModel):
+    name: str
+    loaded: bool
+    load_time_ms: float | None = None
+    error: str | None = None
+    tag: str | None = None
+    weights: Literal["real", "random-init"] | None = None
+    warning: str | None = None
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "degraded", "unhealthy"]
+    version: str
+    environment: str
+    uptime_seconds: float
+    models: list[ModelStatus]
