@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     # Blur: Laplacian variance measured after resizing the long side to this many pixels,
     # so the verdict does not depend on the camera's resolution.
     blur_analysis_size: int = Field(1024, ge=64)
-    blur_threshold: float = Field(100.0, gt=0)
+    blur_threshold: float = Field(10.0, gt=0)
 
     # Clustering
     dbscan_eps_default: float = Field(0.35, ge=0.01, le=2.0)
