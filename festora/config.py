@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     api_key: SecretStr | None = None
+    cors_allow_origins: Annotated[tuple[str, ...], NoDecode] = ("*",)
 
     # Rate limiting (per client, token bucket: a burst on top of a steady per-minute rate)
     rate_limit_enabled: bool = True
@@ -67,6 +68,13 @@ class Settings(BaseSettings):
     def _split_hosts(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(h.strip().lower().rstrip(".") for h in value.split(",") if h.strip())
+        return value
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(o.strip() for o in value.split(",") if o.strip())
         return value
 
     @property
