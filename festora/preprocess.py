@@ -1,0 +1,137 @@
+"""Each model's input, derived from ONE decoded RGB uint8 array (H x W x 3).
+
+The API service decodes an image once and sends runners these small arrays, never the photo:
+a runner process receives 150-600 KB per image instead of megapixels. Each function matches
+the resize the model was evaluated with, so a runner sees what its reference pipeline sees:
+
+- `clip_input`: transformers' CLIPImageProcessor (shortest side to 224, bicubic with
+  antialias, centre crop 224). Pillow's bicubic matches its torchvision resize within 1 grey
+  level; the remaining normalisation happens in the runner with the stored processor config.
+- `nima_input`: pyiqa's NIMA eval transform (shortest side to 299, bilinear with antialias,
+  centre crop 299), quantised to uint8.
+- `brisque_input`: long side reduced to BRISQUE_LONG_SIDE (768 px, area filter). The
+  package's SVM was trained on LIVE images (at most 768 px wide), BRISQUE changes with scale
+  (astronaut: 10.8 at 512 px, 41 at 1024 px), and 768 x 512 costs ~0.25 s instead of seconds.
+  Smaller images are left as they are: upscaling would invent smoothness.
+- `emotion_input`: long side reduced to EMOTION_LONG_SIDE (640 px). DeepFace pads the
+  image by 50% per side before detecting faces, so detection cost grows with 4x the pixels
+  sent; at 640 px a photo takes ~0.2-0.4 s and faces from 24 px (the Haar window) up are
+  still found. Returns `(array, scale)` with scale = array size / `rgb` size (<= 1): divide
+  the regions the runner returns by it, or let `scale_faces` do it (it also clips).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+
+CLIP_SIZE = 224
+NIMA_SIZE = 299
+BRISQUE_LONG_SIDE = 768
+EMOTION_LONG_SIDE = 640
+
+# Beyond this aspect ratio, cut the long side down before the shortest-side resize: the centre
+# crop keeps only a short x short square anyway, and a 1 x 50000 strip would otherwise be
+# resized to 224 x 11 million pixels.
+_MAX_ASPECT = 8
+
+
+def _check_rgb(rgb: np.ndarray) -> None:
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 numpy array, got {getattr(rgb, 'dtype', type(rgb))}")
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise ValueError(f"expected an H x W x 3 RGB array, got shape {rgb.shape}")
+
+
+def _limit_aspect(rgb: np.ndarray) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    short = min(h, w)
+    keep = short * _MAX_ASPECT
+    if h > keep:
+        top = (h - keep) // 2
+        return rgb[top : top + keep]
+    if w > keep:
+        left = (w - keep) // 2
+        return rgb[:, left : left + keep]
+    return rgb
+
+
+def _shortest_side_to(rgb: np.ndarray, size: int, resample: Image.Resampling) -> np.ndarray:
+    """Resize so the short side is `size`; long side floored as transformers/torchvision do."""
+    h, w = rgb.shape[:2]
+    if w <= h:
+        new_w, new_h = size, int(size * h / w)
+    else:
+        new_w, new_h = int(size * w / h), size
+    if (new_w, new_h) == (w, h):
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((new_w, new_h), resample))
+
+
+def _centre_crop(rgb: np.ndarray, size: int, rounded: bool) -> np.ndarray:
+    """Centre crop; transformers floors the offset, torchvision rounds it."""
+    h, w = rgb.shape[:2]
+    top = round((h - size) / 2.0) if rounded else int((h - size) / 2.0)
+    left = round((w - size) / 2.0) if rounded else int((w - size) / 2.0)
+    return rgb[top : top + size, left : left + size].copy()  # contiguous and writable
+
+
+def _long_side_at_most(rgb: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """Shrink (never enlarge) so the long side is at most `size`; returns (array, scale)
+    with scale = new long side / old long side."""
+    h, w = rgb.shape[:2]
+    long_side = max(h, w)
+    if long_side <= size:
+        return rgb, 1.0
+    ratio = size / long_side
+    new_w, new_h = max(1, round(w * ratio)), max(1, round(h * ratio))
+    small = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    return small, max(new_w, new_h) / long_side
+
+
+def clip_input(rgb: np.ndarray) -> np.ndarray:
+    """224 x 224 x 3 uint8 for `CLIPEncoder.encode` (stack several with np.stack)."""
+    _check_rgb(rgb)
+    resized = _shortest_side_to(_limit_aspect(rgb), CLIP_SIZE, Image.Resampling.BICUBIC)
+    return _centre_crop(resized, CLIP_SIZE, rounded=False)
+
+
+def nima_input(rgb: np.ndarray) -> np.ndarray:
+    """299 x 299 x 3 uint8 for `NimaTechnical.score` / `NimaAesthetic.score`."""
+    _check_rgb(rgb)
+    resized = _shortest_side_to(_limit_aspect(rgb), NIMA_SIZE, Image.Resampling.BILINEAR)
+    return _centre_crop(resized, NIMA_SIZE, rounded=True)
+
+
+def brisque_input(rgb: np.ndarray) -> np.ndarray:
+    """The image with its long side at most BRISQUE_LONG_SIDE, for `Brisque.score`."""
+    _check_rgb(rgb)
+    return _long_side_at_most(rgb, BRISQUE_LONG_SIDE)[0]
+
+
+def emotion_input(rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    """`(array, scale)`: the image with its long side at most EMOTION_LONG_SIDE, and
+    scale = array size / `rgb` size (1.0 when not reduced). Send the array to
+    `EmotionDetector.detect`; a region in `rgb` is the returned region / scale
+    (`scale_faces` does that and clips to the image)."""
+    _check_rgb(rgb)
+    return _long_side_at_most(rgb, EMOTION_LONG_SIDE)
+
+
+def scale_faces(
+    faces: list[dict[str, Any]], scale: float, width: int, height: int
+) -> list[dict[str, Any]]:
+    """Faces from `EmotionDetector.detect` with each region mapped into a `width` x `height`
+    image: divided by `scale` (analysed size / that image's size), rounded, clipped to it."""
+    out = []
+    for face in faces:
+        r = face["region"]
+        x = min(max(0, round(r["x"] / scale)), width - 1)
+        y = min(max(0, round(r["y"] / scale)), height - 1)
+        w = max(1, min(round(r["w"] / scale), width - x))
+        h = max(1, min(round(r["h"] / scale), height - y))
+        out.append({**face, "region": {"x": x, "y": y, "w": w, "h": h}})
+    return out

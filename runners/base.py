@@ -1,0 +1,128 @@
+"""The lifecycle every runner shares: resolve its stored model, load it, report its status.
+
+A runner never fails to start because of its model: `__init__` records the error, `status()`
+reports `loaded: False` with it, and the model's verbs raise `RuntimeError("model not loaded:
+...")`, so /health can say what is missing while the server stays up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Annotated, Any, ClassVar
+
+import bentoml
+import numpy as np
+from bentoml.validators import DType
+
+from festora.config import get_settings
+from festora.models import ModelSpec, Provenance, RunnerConfig, resolve, runner_config
+from festora.schemas import ModelStatus
+
+logger = logging.getLogger(__name__)
+
+# API types: the dtype makes a JSON caller's nested lists arrive as the array the model needs
+# (BentoML's own service-to-service calls pickle arrays and keep their dtype anyway).
+Uint8Array = Annotated[np.ndarray, DType("uint8")]
+Float32Array = Annotated[np.ndarray, DType("float32")]
+
+
+def service_options(config: RunnerConfig) -> dict[str, Any]:
+    """`@bentoml.service` options of a runner: one worker (each worker loads its own model
+    copy) and a CPU share equal to the threads it computes with."""
+    return {
+        "workers": 1,
+        "resources": {"cpu": str(config.num_threads)},
+        "traffic": {"timeout": config.timeout_s},
+    }
+
+
+def set_threads(num_threads: int, *, torch: bool = True) -> None:
+    """Cap OpenCV and (unless the model has no torch in it) torch threads: BentoML does not,
+    and five runners share the cores."""
+    import cv2
+
+    cv2.setNumThreads(num_threads)
+    if torch:
+        import torch as _torch
+
+        _torch.set_num_threads(num_threads)
+
+
+def check_images(images: np.ndarray, size: int) -> None:
+    """Reject anything but an N x size x size x 3 uint8 batch before it reaches a model."""
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+        raise ValueError(f"expected uint8 images, got {getattr(images, 'dtype', type(images))}")
+    if images.ndim != 4 or images.shape[1:] != (size, size, 3):
+        raise ValueError(f"expected N x {size} x {size} x 3 images, got shape {images.shape}")
+
+
+def check_image_list(images: list[np.ndarray]) -> None:
+    for i, image in enumerate(images):
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+            raise ValueError(f"image {i}: expected a uint8 array")
+        if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+            raise ValueError(f"image {i}: expected H x W x 3, got shape {image.shape}")
+
+
+class ModelRunner:
+    """Base of the runner services. Subclasses set `spec` and implement `_load`."""
+
+    spec: ClassVar[ModelSpec]
+
+    def __init__(self) -> None:
+        self.config = runner_config(self.spec)
+        self.provenance: Provenance | None = None
+        self.loaded = False
+        self.error: str | None = None
+        self.load_time_ms: float | None = None
+        start = time.perf_counter()
+        try:
+            _, self.provenance = resolve(self.spec)
+            self._load(self.provenance)
+        except Exception as exc:  # noqa: BLE001 - any failure is reported, never fatal
+            self.error = f"{type(exc).__name__}: {exc}"
+            logger.error("%s: model not loaded: %s", self.spec.key, self.error)
+        else:
+            self.loaded = True
+            self.load_time_ms = round((time.perf_counter() - start) * 1000, 1)
+            logger.info(
+                "%s: loaded %s in %.0f ms", self.spec.key, self.provenance.tag, self.load_time_ms
+            )
+
+    def _load(self, provenance: Provenance) -> None:
+        raise NotImplementedError
+
+    def _require_loaded(self) -> None:
+        if not self.loaded:
+            raise RuntimeError(f"model not loaded: {self.spec.key}: {self.error}")
+
+    def _warnings(self) -> list[str]:
+        """Extra caveats a subclass wants /health to show."""
+        return []
+
+    def model_status(self) -> ModelStatus:
+        warnings: list[str] = []
+        prov = self.provenance
+        if prov is not None:
+            if prov.warning:
+                warnings.append(prov.warning)
+            wanted = get_settings().weights
+            if prov.weights is not None and prov.weights != wanted:
+                warnings.append(f"expected WEIGHTS={wanted}")
+            warnings.extend(self._warnings())
+        return ModelStatus(
+            name=self.spec.key,
+            loaded=self.loaded,
+            load_time_ms=self.load_time_ms,
+            error=self.error,
+            tag=prov.tag if prov else None,
+            weights=prov.weights if prov else None,
+            warning="; ".join(warnings) or None,
+        )
+
+    # async: answered on the event loop, never queued behind a running batch
+    @bentoml.api
+    async def status(self) -> dict[str, Any]:
+        """This runner's ModelStatus (name, loaded, load_time_ms, error, tag, weights, warning)."""
+        return self.model_status().model_dump()

@@ -1,0 +1,161 @@
+"""NIMA image quality (KonIQ-trained, "technical") and aesthetics (AVA-trained).
+
+Both are pyiqa's own NIMA arch (`pyiqa.archs.nima_arch.NIMA`) with an InceptionResNetV2
+backbone, options taken from pyiqa's model registry, and pyiqa's released weight files
+(`{'params': state_dict}`). Scales, as reported:
+
+- technical (pyiqa `nima-koniq`): one linear output trained on KonIQ-10k MOS normalised to
+  about 0-1; reported as `1 + 9 * clip(x, 0, 1)`, so 0 -> 1 and 1 -> 10.
+- aesthetic (pyiqa `nima`): the mean of its 10-bin AVA score distribution, already 1-10.
+"""
+
+from __future__ import annotations
+
+import threading
+import types
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import bentoml
+import numpy as np
+
+from festora.models import NIMA_AESTHETIC, NIMA_TECHNICAL, ModelSpec, Provenance, runner_config
+from festora.preprocess import NIMA_SIZE
+from runners.base import (
+    Float32Array,
+    ModelRunner,
+    Uint8Array,
+    check_images,
+    service_options,
+    set_threads,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+# pyiqa registry name of each variant (pyiqa/default_model_configs.py)
+PYIQA_METRIC = {NIMA_TECHNICAL.key: "nima-koniq", NIMA_AESTHETIC.key: "nima"}
+
+_TIMM_LOCK = threading.Lock()
+
+
+@contextmanager
+def backbone_without_download() -> Iterator[None]:
+    """pyiqa's NIMA asks timm for ImageNet weights (`pretrained=True`: a hub download).
+    The NIMA state dict replaces every backbone weight, so build the backbone untrained."""
+    import timm
+    from pyiqa.archs import nima_arch
+
+    def create_model(name: str, pretrained: bool = False, **kwargs: object) -> object:
+        return timm.create_model(name, pretrained=False, **kwargs)
+
+    with _TIMM_LOCK:
+        nima_arch.timm = types.SimpleNamespace(create_model=create_model)
+        try:
+            yield
+        finally:
+            nima_arch.timm = timm
+
+
+def nima_options(spec: ModelSpec) -> dict[str, object]:
+    """The NIMA constructor options pyiqa registers for this variant."""
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+    opts = dict(DEFAULT_CONFIGS[PYIQA_METRIC[spec.key]]["metric_opts"])
+    opts.pop("type")
+    return opts
+
+
+def build_nima(spec: ModelSpec) -> torch.nn.Module:
+    """pyiqa's NIMA for this variant, with untrained weights (load or save them next)."""
+    from pyiqa.archs.nima_arch import NIMA
+
+    with backbone_without_download():
+        return NIMA(**nima_options(spec), pretrained=False)
+
+
+def load_nima_weights(net: torch.nn.Module, path: Path) -> None:
+    """Load a pyiqa NIMA file strictly (as pyiqa's loader does, but without unpickling code)."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    state = state.get("params", state)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    net.load_state_dict(state, strict=True)
+
+
+def technical_score(raw: np.ndarray) -> np.ndarray:
+    """KonIQ NIMA's ~0-1 output on the reported 1-10 scale: 1 + 9 * clip(raw, 0, 1)."""
+    return (1.0 + 9.0 * np.clip(raw, 0.0, 1.0)).astype(np.float32)
+
+
+def aesthetic_score(raw: np.ndarray) -> np.ndarray:
+    """AVA NIMA's output is already the 1-10 mean of its score distribution."""
+    return raw.astype(np.float32)
+
+
+class _Nima(ModelRunner):
+    def _load(self, provenance: Provenance) -> None:
+        import torch
+
+        set_threads(self.config.num_threads)
+        self._torch = torch
+        net = build_nima(self.spec)
+        load_nima_weights(net, provenance.path / self.spec.weights_file)
+        self._net = net.eval()
+        self._raw(np.zeros((1, NIMA_SIZE, NIMA_SIZE, 3), np.uint8))  # warm-up
+
+    def _raw(self, images: np.ndarray) -> np.ndarray:
+        """pyiqa NIMA's own output: KonIQ ~0-1, or AVA's 10-bin mean 1-10."""
+        torch = self._torch
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+        with torch.inference_mode():
+            mos = self._net(x)  # eval mode: resize/crop are identities at 299, then normalise
+        return mos.reshape(-1).numpy().astype(np.float32, copy=False)
+
+    def _scores(self, images: np.ndarray) -> np.ndarray:
+        self._require_loaded()
+        check_images(images, NIMA_SIZE)
+        return self._to_scale(self._raw(images))
+
+    _to_scale: ClassVar[Callable[[np.ndarray], np.ndarray]]  # raw output -> reported 1-10
+
+
+_TECHNICAL_CONFIG = runner_config(NIMA_TECHNICAL)
+_AESTHETIC_CONFIG = runner_config(NIMA_AESTHETIC)
+
+
+@bentoml.service(**service_options(_TECHNICAL_CONFIG))
+class NimaTechnical(_Nima):
+    """Technical quality: KonIQ-10k-trained NIMA (pyiqa `nima-koniq`), reported on 1-10."""
+
+    spec = NIMA_TECHNICAL
+    _to_scale = staticmethod(technical_score)
+
+    @bentoml.api(
+        batchable=True,
+        max_batch_size=_TECHNICAL_CONFIG.max_batch_size,
+        max_latency_ms=_TECHNICAL_CONFIG.max_latency_ms,
+    )
+    def score(self, images: Uint8Array) -> Float32Array:
+        """N x 299 x 299 x 3 uint8 RGB (from `nima_input`) -> N float32 on 1-10."""
+        return self._scores(images)
+
+
+@bentoml.service(**service_options(_AESTHETIC_CONFIG))
+class NimaAesthetic(_Nima):
+    """Aesthetics: AVA-trained NIMA (pyiqa `nima`), mean of its 10-bin distribution, 1-10."""
+
+    spec = NIMA_AESTHETIC
+    _to_scale = staticmethod(aesthetic_score)
+
+    @bentoml.api(
+        batchable=True,
+        max_batch_size=_AESTHETIC_CONFIG.max_batch_size,
+        max_latency_ms=_AESTHETIC_CONFIG.max_latency_ms,
+    )
+    def score(self, images: Uint8Array) -> Float32Array:
+        """N x 299 x 299 x 3 uint8 RGB (from `nima_input`) -> N float32 on 1-10."""
+        return self._scores(images)

@@ -1,0 +1,474 @@
+"""Put every runner's weights into the BentoML model store. Idempotent.
+
+    python -m scripts.import_models                   # real weights (needs the internet)
+    python -m scripts.import_models --random-init     # offline: same models, random weights
+    WEIGHTS=random-init python -m scripts.import_models
+
+Real weights: CLIP from the Hugging Face hub (CLIP_MODEL_NAME, via transformers), NIMA from
+pyiqa's release files, the emotion CNN from DeepFace's release, and the BRISQUE SVM shipped in
+the `brisque` package. Files already on this machine are used before any download: the folder
+given with --weights-dir, the Hugging Face cache, $TORCH_HOME/hub/pyiqa and
+$DEEPFACE_HOME/.deepface/weights. Without a network, real mode stops before doing anything and
+names what it could not reach.
+
+--random-init builds the same architectures at full size from a fixed seed and saves them in
+the real file formats (CLIP: save_pretrained safetensors + a CLIPImageProcessor config; NIMA:
+`{'params': state_dict}`; emotion: the state dict), so they load through the runners' real
+path and cost what real weights cost; their scores mean nothing. BRISQUE stays real.
+
+A model already stored with the same source (and weights kind) is skipped; --force imports a
+new version anyway. Every model carries the labels weights, source, license and sha256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from festora.models import (
+    BRISQUE,
+    CLIP,
+    EMOTION,
+    LABEL_SOURCE,
+    LABEL_WEIGHTS,
+    NIMA_AESTHETIC,
+    NIMA_TECHNICAL,
+    SPECS,
+    WEIGHTS_MODES,
+    ModelSpec,
+    Weights,
+    model_labels,
+    sha256_file,
+)
+
+if TYPE_CHECKING:
+    import bentoml
+    from bentoml._internal.models.model import ModelStore
+
+Log = Callable[[str], None]
+
+PYIQA_RELEASE = "https://github.com/chaofengc/IQA-PyTorch/releases/download/v0.1-weights"
+PYIQA_HF = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
+# The URLs deepface 0.0.103 downloads its emotion weights from (in its order).
+DEEPFACE_EMOTION_URLS = (
+    "https://github.com/serengil/deepface_models/releases/download/v1.0/"
+    "facial_expression_model_weights.pth",
+    "https://huggingface.co/serengil/deepface/resolve/main/facial_expression_model_weights.pth",
+)
+NIMA_METRIC = {NIMA_TECHNICAL.key: "nima-koniq", NIMA_AESTHETIC.key: "nima"}
+HTTP_TIMEOUT = (5.0, 60.0)  # connect, read
+
+
+class Unreachable(RuntimeError):
+    """Real weights were asked for, are not on this machine, and their source is unreachable."""
+
+
+@dataclass
+class Options:
+    weights: Weights = "real"
+    seed: int = 0
+    force: bool = False
+    weights_dir: Path | None = None
+    clip_model_name: str = "openai/clip-vit-base-patch32"
+    model_store: ModelStore | None = None  # None: the active BENTOML_HOME store
+    log: Log = field(default=lambda line: print(line, flush=True))
+
+
+@dataclass
+class Plan:
+    """What importing one model means: its source (the idempotency key) and where from."""
+
+    spec: ModelSpec
+    weights: Weights
+    source: str
+    urls: tuple[str, ...] = ()  # real: download from the first that works
+    local: Path | None = None  # real: already on this machine
+
+
+@dataclass
+class Result:
+    key: str
+    tag: str
+    weights: Weights
+    source: str
+    sha256: str
+    imported: bool  # False: already present
+    seconds: float
+
+
+# ---------------------------------------------------------------------------------- planning
+
+
+def _first_file(*candidates: Path | None) -> Path | None:
+    return next((c for c in candidates if c is not None and c.is_file()), None)
+
+
+def _hf_cached(model_name: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(model_name, "config.json"), str)
+
+
+def plan(spec: ModelSpec, opts: Options) -> Plan:
+    mode = "real" if spec is BRISQUE else opts.weights  # the SVM ships with its package
+    wdir = opts.weights_dir
+    if mode == "random-init":
+        arch = {
+            CLIP.key: "transformers CLIPModel(CLIPConfig())",
+            EMOTION.key: "deepface EmotionModel",
+        }.get(spec.key) or f"pyiqa {NIMA_METRIC[spec.key]}"
+        return Plan(spec, mode, f"random-init:seed={opts.seed}:{arch}")
+    if spec is CLIP:
+        local_dir = wdir / "clip" if wdir else None
+        local = local_dir if local_dir and (local_dir / "config.json").is_file() else None
+        return Plan(
+            spec,
+            mode,
+            f"hf:{opts.clip_model_name}",
+            urls=(f"https://huggingface.co/api/models/{opts.clip_model_name}",),
+            local=local,
+        )
+    if spec is BRISQUE:
+        from importlib.metadata import version
+
+        return Plan(spec, mode, f"pypi:brisque=={version('brisque')}")
+    name = spec.weights_file
+    if spec is EMOTION:
+        home = Path(os.environ.get("DEEPFACE_HOME") or Path.home())
+        local = _first_file(wdir / name if wdir else None, home / ".deepface" / "weights" / name)
+        return Plan(spec, mode, f"deepface:{name}", urls=DEEPFACE_EMOTION_URLS, local=local)
+    import torch.hub
+
+    pyiqa_cache = Path(torch.hub.get_dir()) / "pyiqa" / name
+    local = _first_file(wdir / name if wdir else None, pyiqa_cache)
+    return Plan(
+        spec,
+        mode,
+        f"pyiqa:{name}",
+        urls=(f"{PYIQA_RELEASE}/{name}", f"{PYIQA_HF}/{name}"),
+        local=local,
+    )
+
+
+def find_present(p: Plan, opts: Options) -> bentoml.Model | None:
+    """The newest stored version of this model with the same source and weights kind."""
+    import bentoml
+
+    kwargs = {"_model_store": opts.model_store} if opts.model_store is not None else {}
+    try:
+        models = bentoml.models.list(p.spec.store_name, **kwargs)
+    except bentoml.exceptions.NotFound:
+        return None
+    same = [
+        m
+        for m in models
+        if m.info.labels.get(LABEL_SOURCE) == p.source
+        and m.info.labels.get(LABEL_WEIGHTS) == p.weights
+    ]
+    return max(same, key=lambda m: m.info.creation_time) if same else None
+
+
+def _reachable(url: str) -> str | None:
+    """None if `url` answers, else why not."""
+    import requests
+
+    try:
+        response = requests.head(url, timeout=HTTP_TIMEOUT[0], allow_redirects=True)
+    except requests.RequestException as exc:
+        dns = "NameResolution" in str(exc) or "Name or service not known" in str(exc)
+        return type(exc).__name__ + (" (DNS lookup failed)" if dns else "")
+    if response.status_code >= 400 and response.status_code != 405:
+        return f"HTTP {response.status_code}"
+    return None
+
+
+def preflight(plans: Sequence[Plan], opts: Options) -> list[str]:
+    """Problems that would stop a real import, found before anything is fetched."""
+    problems = []
+    for p in plans:
+        if p.weights != "real" or p.local is not None or not p.urls:
+            continue
+        if p.spec is CLIP:
+            if _hf_cached(opts.clip_model_name):
+                continue
+            if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+                problems.append(
+                    f"{p.spec.key}: HF_HUB_OFFLINE is set and {opts.clip_model_name} is not "
+                    "in the Hugging Face cache"
+                )
+                continue
+        reasons = [r for r in (_reachable(u) for u in p.urls) if r is not None]
+        if len(reasons) == len(p.urls):  # none of its sources answers
+            problems.append(f"{p.spec.key}: cannot reach {' or '.join(p.urls)} ({reasons[0]})")
+    return problems
+
+
+# ----------------------------------------------------------------------------------- staging
+
+
+def _download(urls: Sequence[str], dest: Path, log: Log) -> str:
+    """Fetch the first URL that works into `dest`, with a progress bar; returns the URL."""
+    import requests
+    from tqdm import tqdm
+
+    errors = []
+    for url in urls:
+        log(f"    downloading {url}")
+        try:
+            with requests.get(url, stream=True, timeout=HTTP_TIMEOUT) as response:
+                response.raise_for_status()
+                if "text/html" in response.headers.get("content-type", ""):
+                    raise ValueError("got an HTML page, not a weights file")
+                total = int(response.headers.get("content-length") or 0) or None
+                with (
+                    open(dest, "wb") as f,
+                    tqdm(
+                        total=total, unit="B", unit_scale=True, desc=dest.name, file=sys.stderr
+                    ) as bar,
+                ):
+                    for block in response.iter_content(chunk_size=1 << 20):
+                        f.write(block)
+                        bar.update(len(block))
+            return url
+        except (requests.RequestException, ValueError) as exc:
+            errors.append(f"{url}: {exc}")
+            dest.unlink(missing_ok=True)
+    raise Unreachable("; ".join(errors))
+
+
+def _real_file(p: Plan, dest: Path, log: Log) -> dict[str, Any]:
+    if p.local is not None:
+        log(f"    using {p.local}")
+        shutil.copyfile(p.local, dest)
+        return {"origin": str(p.local)}
+    return {"url": _download(p.urls, dest, log)}
+
+
+def _stage_clip(p: Plan, out: Path, opts: Options) -> dict[str, Any]:
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    if p.weights == "random-init":
+        opts.log("    building CLIPModel(CLIPConfig()) (ViT-B/32 layout, ~151 M parameters)")
+        torch.manual_seed(opts.seed)
+        model = CLIPModel(CLIPConfig())
+        processor = CLIPImageProcessor()  # its defaults are OpenAI CLIP's 224 px preprocessing
+        meta: dict[str, Any] = {"model_id": "random-init", "seed": opts.seed}
+    else:
+        source = str(p.local) if p.local is not None else opts.clip_model_name
+        opts.log(f"    loading {source} with transformers")
+        model = CLIPModel.from_pretrained(source)
+        processor = CLIPImageProcessor.from_pretrained(source)
+        meta = {"model_id": opts.clip_model_name}
+        revision = getattr(model.config, "_commit_hash", None)
+        if revision:
+            meta["revision"] = revision
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    meta["projection_dim"] = int(model.config.projection_dim)
+    return meta
+
+
+def _stage_nima(p: Plan, out: Path, opts: Options) -> dict[str, Any]:
+    import torch
+
+    from runners.nima import build_nima, load_nima_weights, nima_options
+
+    dest = out / p.spec.weights_file
+    meta: dict[str, Any] = {"pyiqa_metric": NIMA_METRIC[p.spec.key], **nima_options(p.spec)}
+    if p.weights == "random-init":
+        opts.log(f"    building pyiqa {NIMA_METRIC[p.spec.key]} (InceptionResNetV2, random)")
+        torch.manual_seed(opts.seed)
+        torch.save({"params": build_nima(p.spec).state_dict()}, dest)
+        return {**meta, "seed": opts.seed}
+    meta.update(_real_file(p, dest, opts.log))
+    prefix = p.spec.weights_file.rsplit("-", 1)[-1].split(".")[0]  # NIMA_koniq-<sha256[:8]>.pth
+    if not sha256_file(dest).startswith(prefix):
+        opts.log(f"    warning: sha256 does not start with {prefix}, as the file name says")
+    load_nima_weights(build_nima(p.spec), dest)  # strict: a wrong file fails here
+    return meta
+
+
+def _stage_emotion(p: Plan, out: Path, opts: Options) -> dict[str, Any]:
+    import torch
+    from deepface.models.demography.pytorch.Emotion import EmotionModel
+
+    dest = out / p.spec.weights_file
+    if p.weights == "random-init":
+        opts.log("    building deepface EmotionModel (random)")
+        torch.manual_seed(opts.seed)
+        torch.save(EmotionModel().state_dict(), dest)
+        return {"seed": opts.seed}
+    meta = _real_file(p, dest, opts.log)
+    EmotionModel().load_state_dict(torch.load(dest, map_location="cpu", weights_only=True))
+    return meta
+
+
+def _stage_brisque(p: Plan, out: Path, opts: Options) -> dict[str, Any]:
+    from brisque.models import MODEL_PATH
+
+    for name in ("svm.txt", "normalize.pickle"):
+        shutil.copyfile(Path(MODEL_PATH) / name, out / name)
+    opts.log(f"    copied svm.txt and normalize.pickle from {MODEL_PATH}")
+    return {"origin": "brisque package (brisque/models)"}
+
+
+STAGERS = {
+    CLIP.key: _stage_clip,
+    NIMA_TECHNICAL.key: _stage_nima,
+    NIMA_AESTHETIC.key: _stage_nima,
+    BRISQUE.key: _stage_brisque,
+    EMOTION.key: _stage_emotion,
+}
+
+
+def _deepface_env() -> None:
+    # importing deepface picks a backend and creates $DEEPFACE_HOME/.deepface/weights
+    os.environ.setdefault("DEEPFACE_BACKEND_ENGINE", "pytorch")
+
+
+def import_one(p: Plan, opts: Options) -> Result:
+    import bentoml
+
+    start = time.perf_counter()
+    spec = p.spec
+    present = None if opts.force else find_present(p, opts)
+    if present is not None:
+        labels = present.info.labels
+        opts.log(f"[{spec.key}] {present.tag} already present ({p.source}), skipped")
+        return Result(
+            spec.key,
+            str(present.tag),
+            p.weights,
+            p.source,
+            labels.get("sha256", ""),
+            False,
+            time.perf_counter() - start,
+        )
+    opts.log(f"[{spec.key}] importing {spec.store_name} ({p.weights}: {p.source})")
+    if spec is EMOTION:
+        _deepface_env()
+    with tempfile.TemporaryDirectory(prefix=f"festora-import-{spec.key}-") as staging:
+        out = Path(staging)
+        meta = STAGERS[spec.key](p, out, opts)
+        files = {f.name: sha256_file(f) for f in sorted(out.iterdir()) if f.is_file()}
+        size_mb = sum(f.stat().st_size for f in out.iterdir() if f.is_file()) / 1e6
+        sha = files[spec.weights_file]
+        metadata = {
+            **meta,
+            "description": spec.description,
+            "weights": p.weights,
+            "source": p.source,
+            "files": files,
+        }
+        kwargs = {"_model_store": opts.model_store} if opts.model_store is not None else {}
+        with bentoml.models.create(
+            spec.store_name,
+            labels=model_labels(spec, p.weights, p.source, sha),
+            metadata=metadata,
+            **kwargs,
+        ) as model:
+            for f in out.iterdir():
+                shutil.move(str(f), os.path.join(model.path, f.name))
+            tag = str(model.tag)
+    seconds = time.perf_counter() - start
+    opts.log(f"[{spec.key}] saved {tag} ({size_mb:.0f} MB, sha256 {sha[:12]}) in {seconds:.1f} s")
+    return Result(spec.key, tag, p.weights, p.source, sha, True, seconds)
+
+
+def import_models(keys: Sequence[str], opts: Options) -> list[Result]:
+    """Import the named models (festora.models.SPECS keys). Real mode checks every source
+    first and raises Unreachable, listing them, before fetching anything."""
+    plans = [plan(SPECS[k], opts) for k in keys]
+    todo = [p for p in plans if opts.force or find_present(p, opts) is None]
+    problems = preflight(todo, opts)
+    if problems:
+        raise Unreachable("\n".join(problems))
+    return [import_one(p, opts) for p in plans]
+
+
+OFFLINE_HELP = """\
+Real weights could not be fetched:
+{problems}
+
+Offline? Either
+  - import same-architecture random weights (tests, benchmarks; scores are meaningless):
+        python -m scripts.import_models --random-init      (or WEIGHTS=random-init)
+  - or copy the real files onto this machine and pass --weights-dir DIR, with
+        DIR/{nima_t}, DIR/{nima_a}, DIR/{emotion},
+        DIR/clip/ (a transformers save_pretrained folder of {clip})"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from festora.config import get_settings
+
+    settings = get_settings()
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.import_models",
+        description="Import the Festora models into the BentoML model store (idempotent).",
+    )
+    parser.add_argument(
+        "--weights",
+        choices=WEIGHTS_MODES,
+        default=settings.weights,
+        help="real (default, or $WEIGHTS) or random-init",
+    )
+    parser.add_argument(
+        "--random-init",
+        dest="weights",
+        action="store_const",
+        const="random-init",
+        help="same as --weights random-init",
+    )
+    parser.add_argument(
+        "--only", default=",".join(SPECS), help=f"comma-separated subset of: {', '.join(SPECS)}"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random-init seed (default 0)")
+    parser.add_argument("--force", action="store_true", help="import even if already present")
+    parser.add_argument("--weights-dir", type=Path, help="folder holding real weight files")
+    args = parser.parse_args(argv)
+
+    keys = [k.strip() for k in args.only.split(",") if k.strip()]
+    unknown = sorted(set(keys) - set(SPECS))
+    if unknown:
+        parser.error(f"unknown model(s): {', '.join(unknown)}; choose from {', '.join(SPECS)}")
+    opts = Options(
+        weights=args.weights,
+        seed=args.seed,
+        force=args.force,
+        weights_dir=args.weights_dir,
+        clip_model_name=settings.clip_model_name,
+    )
+    try:
+        results = import_models(keys, opts)
+    except Unreachable as exc:
+        print(
+            OFFLINE_HELP.format(
+                problems="\n".join(f"  - {line}" for line in str(exc).splitlines()),
+                nima_t=NIMA_TECHNICAL.weights_file,
+                nima_a=NIMA_AESTHETIC.weights_file,
+                emotion=EMOTION.weights_file,
+                clip=opts.clip_model_name,
+            ),
+            file=sys.stderr,
+        )
+        return 2
+    for r in results:
+        state = "imported" if r.imported else "present "
+        print(f"{state} {r.tag:<45} {r.weights:<11} {r.source}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,425 @@
+"""Runners in-process: parity with each model's reference pipeline, and runner behaviour.
+
+The store holds random-init weights (conftest's `model_store`), loaded through the same path
+as real ones. Random NIMA gives almost the same score to every image, so its parity is
+checked at 1e-6 on the raw output and on the backbone features, not only at the 1e-3 the
+reported score needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from skimage import data
+from sklearn.datasets import load_sample_images
+
+from festora import preprocess
+from festora.models import (
+    BRISQUE,
+    CLIP,
+    EMOTION,
+    NIMA_AESTHETIC,
+    NIMA_TECHNICAL,
+    SPECS,
+    resolve,
+    runner_config,
+)
+from festora.schemas import ModelStatus
+
+
+def _photos() -> dict[str, np.ndarray]:
+    china, flower = load_sample_images().images
+    return {
+        "astronaut": data.astronaut(),
+        "coffee": data.coffee(),
+        "chelsea": data.chelsea(),
+        "china": china,
+        "flower": flower,
+    }
+
+
+PHOTOS = _photos()
+
+
+@pytest.fixture(scope="module")
+def runners(model_store: Path) -> dict[str, Any]:
+    """One instance of every runner, on the session's random-init store."""
+    from runners.brisque import Brisque
+    from runners.clip import CLIPEncoder
+    from runners.emotion import EmotionDetector
+    from runners.nima import NimaAesthetic, NimaTechnical
+
+    made = {
+        CLIP.key: CLIPEncoder(),
+        NIMA_TECHNICAL.key: NimaTechnical(),
+        NIMA_AESTHETIC.key: NimaAesthetic(),
+        BRISQUE.key: Brisque(),
+        EMOTION.key: EmotionDetector(),
+    }
+    for key, runner in made.items():
+        assert runner.loaded, f"{key}: {runner.error}"
+    return made
+
+
+def status(runner: Any) -> ModelStatus:
+    return ModelStatus.model_validate(asyncio.run(runner.status()))
+
+
+# ------------------------------------------------------------------------------- lifecycle
+
+
+def test_status_reports_model_provenance(runners: dict[str, Any]) -> None:
+    for key, runner in runners.items():
+        st = status(runner)
+        assert st.name == key
+        assert st.loaded and st.error is None and st.load_time_ms > 0
+        assert st.tag.startswith(SPECS[key].store_name + ":")
+        expected = "real" if key == BRISQUE.key else "random-init"
+        assert st.weights == expected
+        assert (st.warning is not None and "random-init" in st.warning) == (
+            expected == "random-init"
+        )
+
+
+@pytest.fixture
+def empty_model_store(empty_store: Path) -> Iterator[None]:
+    """Point the in-process model store at a BentoML home with no models, then restore it."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models.model import ModelStore
+
+    previous = BentoMLContainer.model_store.get()
+    BentoMLContainer.model_store.set(ModelStore(empty_store / "models"))
+    try:
+        yield
+    finally:
+        BentoMLContainer.model_store.set(previous)
+
+
+def test_missing_model_reports_instead_of_crashing(empty_model_store: None) -> None:
+    from runners.brisque import Brisque
+    from runners.clip import CLIPEncoder
+
+    for cls, call in (
+        (CLIPEncoder, lambda r: r.encode(np.zeros((1, 224, 224, 3), np.uint8))),
+        (Brisque, lambda r: r.score([np.zeros((8, 8, 3), np.uint8)])),
+    ):
+        runner = cls()
+        st = status(runner)
+        assert not st.loaded and st.load_time_ms is None
+        assert f"{runner.spec.store_name}:latest is not in the model store" in st.error
+        assert "import_models.py" in st.error
+        with pytest.raises(RuntimeError, match="model not loaded"):
+            call(runner)
+
+
+def test_batching_and_threads_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from runners.clip import CLIPEncoder
+    from runners.nima import NimaTechnical
+
+    # the decorators read the environment at import: they match runner_config as imported
+    assert CLIPEncoder.apis["encode"].batchable
+    assert CLIPEncoder.apis["encode"].max_batch_size == runner_config(CLIP).max_batch_size
+    assert (
+        NimaTechnical.apis["score"].max_latency_ms == runner_config(NIMA_TECHNICAL).max_latency_ms
+    )
+    assert not CLIPEncoder.apis["status"].batchable
+
+    monkeypatch.setenv("CLIP_MAX_BATCH_SIZE", "8")
+    monkeypatch.setenv("CLIP_MAX_LATENCY_MS", "1500")
+    monkeypatch.setenv("CLIP_NUM_THREADS", "1")
+    config = runner_config(CLIP)
+    assert (config.max_batch_size, config.max_latency_ms, config.num_threads) == (8, 1500, 1)
+    monkeypatch.setenv("CLIP_MAX_BATCH_SIZE", "1")  # BentoML needs at least 2
+    with pytest.raises(ValueError, match="CLIP_MAX_BATCH_SIZE"):
+        runner_config(CLIP)
+
+
+# ------------------------------------------------------------------------------------ CLIP
+
+
+def test_clip_matches_transformers_get_image_features(runners: dict[str, Any]) -> None:
+    import torch
+    from transformers import CLIPImageProcessor, CLIPModel
+
+    _, prov = resolve(CLIP)
+    model = CLIPModel.from_pretrained(prov.path).eval()
+    processor = CLIPImageProcessor.from_pretrained(prov.path)
+
+    def reference(images: list[np.ndarray]) -> np.ndarray:
+        pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+        with torch.inference_mode():
+            vectors = model.get_image_features(pixel_values=pixels).pooler_output
+        return torch.nn.functional.normalize(vectors, dim=-1).numpy()
+
+    crops = np.stack([preprocess.clip_input(p) for p in PHOTOS.values()])
+    ours = runners[CLIP.key].encode(crops)
+    assert ours.shape == (len(PHOTOS), 512) and ours.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+    same_input = np.sum(ours * reference(list(crops)), axis=1)
+    assert same_input.min() >= 0.9999, same_input
+    # and against the processor's own resize + crop of the full photos
+    full_pipeline = np.sum(ours * reference([p.copy() for p in PHOTOS.values()]), axis=1)
+    assert full_pipeline.min() >= 0.9999, full_pipeline
+    # not vacuous: the random tower still tells these photos apart
+    assert (ours @ ours.T)[np.triu_indices(len(PHOTOS), 1)].max() < 0.999
+
+
+def test_clip_batches_give_the_same_vectors_as_single_images(runners: dict[str, Any]) -> None:
+    crops = np.stack([preprocess.clip_input(p) for p in PHOTOS.values()])
+    encoder = runners[CLIP.key]
+    batched = encoder.encode(crops)
+    single = np.concatenate([encoder.encode(crops[i : i + 1]) for i in range(len(crops))])
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_served_clip_batches_concurrent_requests(model_store: Path) -> None:
+    """`bentoml serve runners.clip:CLIPEncoder`: 24 concurrent one-image requests are served
+    in fewer batches, as BentoML's own batch-size histogram on /metrics shows."""
+    import socket
+
+    import bentoml
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    image = preprocess.clip_input(PHOTOS["astronaut"])[None]
+
+    async def concurrent_requests(url: str) -> list[np.ndarray]:
+        async with bentoml.AsyncHTTPClient(url, server_ready_timeout=180) as client:
+            await client.encode(images=image)  # first batch: model warm, dispatcher started
+            return await asyncio.gather(*(client.encode(images=image) for _ in range(24)))
+
+    with bentoml.serve("runners.clip:CLIPEncoder", host="127.0.0.1", port=port) as server:
+        vectors = asyncio.run(concurrent_requests(server.url))
+        metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    assert all(v.shape == (1, 512) and v.dtype == np.float32 for v in vectors)
+    samples = {
+        line.split("{")[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("bentoml_service_adaptive_batch_size_")
+        and 'method_name="encode"' in line
+        and "_bucket" not in line
+    }
+    requests, batches = (
+        samples[f"bentoml_service_adaptive_batch_size_{k}"] for k in ("sum", "count")
+    )
+    assert requests == 25 and batches < requests, samples
+
+
+def test_clip_rejects_wrong_input(runners: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="224"):
+        runners[CLIP.key].encode(np.zeros((1, 299, 299, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        runners[CLIP.key].encode(np.zeros((1, 224, 224, 3), np.float32))
+
+
+# ------------------------------------------------------------------------------------ NIMA
+
+
+@pytest.mark.parametrize(
+    ("key", "metric"), [(NIMA_TECHNICAL.key, "nima-koniq"), (NIMA_AESTHETIC.key, "nima")]
+)
+def test_nima_matches_pyiqa(runners: dict[str, Any], key: str, metric: str) -> None:
+    import pyiqa
+    import torch
+
+    from runners.nima import backbone_without_download
+
+    spec = SPECS[key]
+    _, prov = resolve(spec)
+    with backbone_without_download():  # pyiqa would fetch ImageNet weights it then replaces
+        reference = pyiqa.create_metric(
+            metric, device="cpu", pretrained_model_path=str(prov.path / spec.weights_file)
+        )
+    runner = runners[key]
+    batch = np.stack([preprocess.nima_input(p) for p in PHOTOS.values()])
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255
+    with torch.inference_mode():
+        expected_raw = reference(x).reshape(-1).numpy()
+        net = reference.net
+        features = net.base_model(net.preprocess(x))[-1].mean((2, 3))
+        ours = runner._net.base_model(runner._net.preprocess(x))[-1].mean((2, 3))
+    torch.testing.assert_close(ours, features, atol=1e-6, rtol=0)
+
+    np.testing.assert_allclose(runner._raw(batch), expected_raw, atol=1e-6)
+    scores = runner.score(batch)
+    assert scores.shape == (len(PHOTOS),) and scores.dtype == np.float32
+    np.testing.assert_allclose(scores, runner._to_scale(expected_raw), atol=1e-3)
+    assert np.all((scores >= 1.0) & (scores <= 10.0))
+
+
+def test_nima_input_matches_pyiqa_resize_and_crop() -> None:
+    import torch
+    import torchvision.transforms.functional as tvf
+
+    for name, photo in PHOTOS.items():
+        x = torch.from_numpy(photo.copy()).permute(2, 0, 1).float() / 255
+        theirs = tvf.center_crop(tvf.resize(x, 299), 299)  # pyiqa NIMA.preprocess, eval mode
+        ours = torch.from_numpy(preprocess.nima_input(photo)).permute(2, 0, 1).float() / 255
+        diff = (ours - theirs).abs()
+        assert diff.max() <= 1.5 / 255 and diff.mean() <= 0.002, name
+
+
+def test_nima_technical_and_aesthetic_are_not_swapped(runners: dict[str, Any]) -> None:
+    technical, aesthetic = runners[NIMA_TECHNICAL.key], runners[NIMA_AESTHETIC.key]
+    assert technical.provenance.metadata["pyiqa_metric"] == "nima-koniq"
+    assert technical.provenance.metadata["train_dataset"] == "koniq"
+    assert aesthetic.provenance.metadata["pyiqa_metric"] == "nima"
+    # KonIQ NIMA regresses one MOS; AVA NIMA predicts a 10-bin score distribution
+    assert technical._net.classifier[2].out_features == 1
+    assert aesthetic._net.classifier[2].out_features == 10
+
+
+def test_nima_technical_scale() -> None:
+    from runners.nima import technical_score
+
+    raw = np.array([-0.2, 0.0, 0.5, 1.0, 1.3], np.float32)
+    np.testing.assert_allclose(technical_score(raw), [1.0, 1.0, 5.5, 10.0, 10.0])
+
+
+# --------------------------------------------------------------------------------- BRISQUE
+
+
+def test_brisque_matches_the_brisque_package(runners: dict[str, Any]) -> None:
+    from brisque import BRISQUE as Reference
+
+    reference = Reference(url=False)  # the SVM shipped in the package, as imported
+    images = [preprocess.brisque_input(p) for p in PHOTOS.values()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = [reference.score(image) for image in images]
+    assert runners[BRISQUE.key].score(images) == pytest.approx(expected, abs=1e-9)
+
+
+def test_brisque_is_none_where_undefined(runners: dict[str, Any]) -> None:
+    flat = np.full((120, 160, 3), 90, np.uint8)
+    scores = runners[BRISQUE.key].score([flat, preprocess.brisque_input(PHOTOS["coffee"])])
+    assert scores[0] is None and isinstance(scores[1], float)
+
+
+def test_brisque_input_analysis_size() -> None:
+    import cv2
+
+    big = cv2.resize(PHOTOS["china"], (1600, 1067), interpolation=cv2.INTER_CUBIC)
+    assert max(preprocess.brisque_input(big).shape[:2]) == preprocess.BRISQUE_LONG_SIDE
+    small = PHOTOS["chelsea"]
+    assert preprocess.brisque_input(small) is small  # never enlarged
+
+
+# --------------------------------------------------------------------------------- emotion
+
+
+def test_emotion_matches_deepface_analyze(runners: dict[str, Any]) -> None:
+    from deepface import DeepFace
+
+    image, _ = preprocess.emotion_input(PHOTOS["astronaut"])
+    ours = runners[EMOTION.key].detect([image])[0]
+    theirs = DeepFace.analyze(
+        np.ascontiguousarray(image[:, :, ::-1]),
+        actions=["emotion"],
+        detector_backend="opencv",
+        enforce_detection=True,
+        silent=True,
+    )
+    assert len(ours) == len(theirs) >= 1
+    for face, ref in zip(ours, theirs, strict=True):
+        assert face["region"] == {k: ref["region"][k] for k in ("x", "y", "w", "h")}
+        assert face["dominant_emotion"] == ref["dominant_emotion"]
+        assert face["face_confidence"] == pytest.approx(ref["face_confidence"])
+        for emotion, value in face["scores"].items():
+            assert value == pytest.approx(float(ref["emotion"][emotion]), abs=1e-4)
+
+
+def test_emotion_finds_the_astronaut_and_no_face_elsewhere(runners: dict[str, Any]) -> None:
+    gradient = np.repeat(np.linspace(0, 255, 480, dtype=np.uint8)[None, :, None], 320, axis=0)
+    gradient = np.repeat(gradient, 3, axis=2)
+    images = [PHOTOS["astronaut"], PHOTOS["coffee"], gradient]
+    found = runners[EMOTION.key].detect([preprocess.emotion_input(i)[0] for i in images])
+    portrait, coffee, flat = found
+    assert coffee == [] and flat == []
+    assert len(portrait) >= 1
+    face = max(portrait, key=lambda f: f["region"]["w"])
+    r = face["region"]
+    # astronaut() is 512 x 512 with Eileen Collins' face at about x 175-275, y 65-165
+    assert 150 <= r["x"] + r["w"] / 2 <= 300 and 40 <= r["y"] + r["h"] / 2 <= 200
+    assert 60 <= r["w"] <= 200
+    assert set(face["scores"]) == {
+        "angry",
+        "disgust",
+        "fear",
+        "happy",
+        "sad",
+        "surprise",
+        "neutral",
+    }
+    assert sum(face["scores"].values()) == pytest.approx(100.0, abs=1e-3)
+    assert face["dominant_emotion"] == max(face["scores"], key=face["scores"].get)
+    assert 0.0 <= face["face_confidence"] <= 1.0
+
+
+def test_emotion_regions_map_back_to_the_full_image(runners: dict[str, Any]) -> None:
+    import cv2
+
+    large = cv2.resize(PHOTOS["astronaut"], (1536, 1536), interpolation=cv2.INTER_CUBIC)
+    image, scale = preprocess.emotion_input(large)
+    assert image.shape[:2] == (640, 640) and scale == pytest.approx(640 / 1536)
+    faces = preprocess.scale_faces(runners[EMOTION.key].detect([image])[0], scale, 1536, 1536)
+    direct = runners[EMOTION.key].detect([PHOTOS["astronaut"]])[0]  # the 512 px original
+    big = max(faces, key=lambda f: f["region"]["w"])["region"]
+    ref = max(direct, key=lambda f: f["region"]["w"])["region"]
+    for k in ("x", "y", "w", "h"):  # 3x the 512 px box, up to the detector's own jitter
+        assert big[k] == pytest.approx(3 * ref[k], rel=0.15, abs=12), k
+
+
+def test_emotion_rejects_wrong_input(runners: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="image 0"):
+        runners[EMOTION.key].detect([np.zeros((10, 10), np.uint8)])
+
+
+# ------------------------------------------------------------------------------ preprocess
+
+
+def test_clip_input_matches_the_processor_resize_and_crop() -> None:
+    from transformers import CLIPImageProcessor
+
+    processor = CLIPImageProcessor()
+    for name, photo in PHOTOS.items():
+        theirs = processor(
+            images=photo.copy(), do_rescale=False, do_normalize=False, return_tensors="np"
+        )["pixel_values"][0].transpose(1, 2, 0)
+        ours = preprocess.clip_input(photo)
+        assert ours.shape == (224, 224, 3) and ours.dtype == np.uint8
+        diff = np.abs(ours.astype(int) - np.round(theirs).astype(int))
+        assert diff.max() <= 1 and diff.mean() < 0.01, name
+
+
+def test_preprocess_shapes_and_validation() -> None:
+    panorama = np.zeros((100, 5000, 3), np.uint8)  # beyond 8:1, cut before resizing
+    assert preprocess.clip_input(panorama).shape == (224, 224, 3)
+    assert preprocess.nima_input(panorama).shape == (299, 299, 3)
+    tiny = np.zeros((10, 20, 3), np.uint8)  # enlarged like the reference processors do
+    assert preprocess.nima_input(tiny).shape == (299, 299, 3)
+    image, scale = preprocess.emotion_input(tiny)
+    assert image is tiny and scale == 1.0
+    with pytest.raises(ValueError, match="uint8"):
+        preprocess.clip_input(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(ValueError, match="H x W x 3"):
+        preprocess.nima_input(np.zeros((10, 10, 4), np.uint8))
+
+
+def test_scale_faces_clips_to_the_image() -> None:
+    face = {"dominant_emotion": "happy", "region": {"x": 300, "y": 10, "w": 50, "h": 40}}
+    (mapped,) = preprocess.scale_faces([face], 0.5, 650, 400)
+    assert mapped["region"] == {"x": 600, "y": 20, "w": 50, "h": 80}
+    assert mapped["dominant_emotion"] == "happy" and face["region"]["x"] == 300
