@@ -188,33 +188,31 @@ class FestoraVision:
         if flags.run_blur:
             result.blur = inputs["blur"]
         if flags.run_quality:
-            brisque = float(outputs["brisque"][0])
             technical = float(outputs["nima_technical"][0])
             aesthetic = float(outputs["nima_aesthetic"][0])
-            result.quality = QualityResult(
-                brisque_score=round(brisque, 4),
-                nima_technical_score=round(technical, 4),
-                overall_quality=quality_label(brisque, technical),
-            )
+            brisque = outputs["brisque"][0]
+            if brisque is None:
+                result.warnings.append(
+                    "quality omitted: BRISQUE is undefined for an image without local contrast"
+                )
+            else:
+                result.quality = QualityResult(
+                    brisque_score=round(float(brisque), 4),
+                    nima_technical_score=round(technical, 4),
+                    overall_quality=quality_label(float(brisque), technical),
+                )
             result.aesthetic = AestheticResult(
                 nima_aesthetic_score=round(aesthetic, 4),
                 aesthetic_label=aesthetic_label(aesthetic),
             )
         if flags.run_emotion:
-            faces = [FaceEmotion.model_validate(f) for f in outputs["emotion"][0]]
-            scale = inputs["emotion_scale"]
-            for face in faces:
-                face.region.x, face.region.y = (
-                    round(face.region.x / scale),
-                    round(face.region.y / scale),
-                )
-                face.region.w, face.region.h = (
-                    round(face.region.w / scale),
-                    round(face.region.h / scale),
-                )
-            result.emotion = (
-                EmotionResult(faces_detected=len(faces), faces=faces) if faces else None
+            faces = preprocess.scale_faces(
+                outputs["emotion"][0], inputs["emotion_scale"], decoded.width, decoded.height
             )
+            if faces:
+                result.emotion = EmotionResult(
+                    faces_detected=len(faces), faces=[FaceEmotion.model_validate(f) for f in faces]
+                )
         if flags.run_embedding:
             vector = np.asarray(outputs["clip"][0], dtype=np.float32)
             result.embedding = EmbeddingResult(

@@ -34,9 +34,7 @@ class ApiError(Exception):
             self.code = code
 
     def to_response(self) -> JSONResponse:
-        return error_response(
-            self.status_code, self.code, self.message, self.detail, self.headers
-        )
+        return error_response(self.status_code, self.code, self.message, self.detail, self.headers)
 
 
 class ValidationFailed(ApiError):

@@ -111,6 +111,7 @@ class ImageAnalysisResult(BaseModel):
     processing_time_ms: float = 0.0
     error: str | None = None
     error_code: str | None = Field(None, description="Machine-readable code of `error`")
+    warnings: list[str] = Field(default_factory=list, description="Analyses left out, and why")
 
 
 class AnalyzeResponse(BaseModel):

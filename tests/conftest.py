@@ -7,6 +7,7 @@ Everything here is real: the model store is filled by `scripts/import_models.py 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,10 @@ os.environ.update(
         "LOG_JSON": "true",
     }
 )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(SESSION_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
