@@ -35,8 +35,11 @@ class Server:
 
 
 @contextmanager
-def serve(env: dict[str, str], log_path: Path) -> Iterator[Server]:
-    """Serve `service:FestoraVision` with `env` on top of ours; wait for /readyz; stop it after."""
+def serve(
+    env: dict[str, str], log_path: Path, target: str = "service:FestoraVision"
+) -> Iterator[Server]:
+    """Serve `target` (the project's service, or a Bento tag) with `env` on top of ours; wait
+    for /readyz; stop it after."""
     port = free_port()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
