@@ -25,7 +25,12 @@ from festora import __version__, preprocess
 from festora.blur import measure_blur
 from festora.clustering import cluster_embeddings
 from festora.config import get_settings
-from festora.critique import LlmAnalyzeRequest, LlmAnalyzeResponse, critique_photo
+from festora.critique import (
+    LLM_IMAGE_MAX_SIDE,
+    LlmAnalyzeRequest,
+    LlmAnalyzeResponse,
+    critique_photo,
+)
 from festora.errors import ApiError, ImageTooLarge, ModelNotReady
 from festora.images import DecodedImage, decode_image
 from festora.ingest import read_image_bytes
@@ -63,6 +68,7 @@ settings = get_settings()
 configure_logging(settings)
 
 STATUS_TIMEOUT_SECONDS = 3.0
+UNREACHABLE = "runner unavailable"
 
 health_app = Starlette()
 
@@ -114,7 +120,7 @@ class FestoraVision:
                 with anyio.fail_after(STATUS_TIMEOUT_SECONDS):
                     status = ModelStatus.model_validate(await runner.to_async.status())
             except Exception as exc:  # noqa: BLE001 - an unreachable runner is a status
-                return ModelStatus(name=name, loaded=False, error=f"runner unavailable: {exc}")
+                return ModelStatus(name=name, loaded=False, error=f"{UNREACHABLE}: {exc}")
             if status.loaded:
                 self._loaded[name] = status
             return status
@@ -132,8 +138,7 @@ class FestoraVision:
 
     async def health(self) -> HealthResponse:
         statuses = list((await self.model_statuses()).values())
-        reachable = [s for s in statuses if not (s.error or "").startswith("runner unavailable")]
-        if not reachable:
+        if not any(map(is_reachable, statuses)):
             overall = "unhealthy"
         elif all(s.loaded and s.weights == "real" for s in statuses):
             overall = "ok"
@@ -149,24 +154,27 @@ class FestoraVision:
 
     async def __is_ready__(self) -> bool:
         statuses = await self.model_statuses()
-        return all(not (s.error or "").startswith("runner unavailable") for s in statuses.values())
+        return all(map(is_reachable, statuses.values()))
 
     # ---- analysis -------------------------------------------------------------------------
 
     async def analyze_image(self, image: ImageInput, flags: AnalysisFlags) -> ImageAnalysisResult:
         started = time.perf_counter()
         data = await read_image_bytes(image, settings)
-        decoded = await anyio.to_thread.run_sync(
-            lambda: decode_image(
-                data,
-                max_pixels=settings.max_image_pixels,
-                min_long_side=decode_size(flags),
-            )
-        )
+        decoded = await decode(data, min_long_side=decode_size(flags))
         result = await self.analyze_decoded(decoded, flags)
         result.image_id = image.image_id
         result.source_url = image.url
         result.processing_time_ms = round((time.perf_counter() - started) * 1000, 3)
+        logger.info(
+            "image analysed",
+            extra={
+                "image_id": image.image_id,
+                "width_px": result.width_px,
+                "height_px": result.height_px,
+                "processing_time_ms": result.processing_time_ms,
+            },
+        )
         return result
 
     async def analyze_decoded(
@@ -229,6 +237,9 @@ class FestoraVision:
             return await self.analyze_image(image, flags)
         except ApiError as exc:
             error, code = exc.message, exc.code
+            logger.warning(
+                "batch image rejected", extra={"image_id": image.image_id, "error": code}
+            )
         except Exception:
             logger.exception("batch image failed", extra={"image_id": image.image_id})
             error, code = "internal error while analysing this image", "internal_error"
@@ -280,14 +291,7 @@ class FestoraVision:
                     f"image is larger than the limit of {settings.max_image_size_bytes} bytes"
                 )
             await self.require_models(flags)
-            data = image.read_bytes()
-            decoded = await anyio.to_thread.run_sync(
-                lambda: decode_image(
-                    data,
-                    max_pixels=settings.max_image_pixels,
-                    min_long_side=decode_size(flags),
-                )
-            )
+            decoded = await decode(image.read_bytes(), min_long_side=decode_size(flags))
             result = await self.analyze_decoded(decoded, flags)
         except ApiError as exc:
             return exc.to_response()  # type: ignore[return-value]
@@ -349,9 +353,7 @@ class FestoraVision:
             if req.include_metrics:
                 await self.require_models(flags)
             data = await read_image_bytes(req.image or ImageInput(url=req.image_url), settings)
-            decoded = await anyio.to_thread.run_sync(
-                lambda: decode_image(data, max_pixels=settings.max_image_pixels)
-            )
+            decoded = await decode(data, min_long_side=max(LLM_IMAGE_MAX_SIDE, decode_size(flags)))
             metrics: dict[str, Any] | None = None
             if req.include_metrics:
                 analysis = await self.analyze_decoded(decoded, flags)
@@ -361,6 +363,19 @@ class FestoraVision:
             return await critique_photo(req, settings, image=decoded.rgb, metrics=metrics)
         except ApiError as exc:
             return exc.to_response()  # type: ignore[return-value]
+
+
+def is_reachable(status: ModelStatus) -> bool:
+    return not (status.error or "").startswith(UNREACHABLE)
+
+
+async def decode(data: bytes, *, min_long_side: int) -> DecodedImage:
+    """Decode once, off the event loop, at the smallest size the analyses allow."""
+    return await anyio.to_thread.run_sync(
+        lambda: decode_image(
+            data, max_pixels=settings.max_image_pixels, min_long_side=min_long_side
+        )
+    )
 
 
 def required_models(flags: AnalysisFlags) -> list[str]:

@@ -16,10 +16,11 @@ import numpy as np
 from bentoml.validators import DType
 
 from festora.config import get_settings
+from festora.logs import configure_logging
 from festora.models import ModelSpec, Provenance, RunnerConfig, resolve, runner_config
 from festora.schemas import ModelStatus
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("festora.runners")
 
 # API types: the dtype makes a JSON caller's nested lists arrive as the array the model needs
 # (BentoML's own service-to-service calls pickle arrays and keep their dtype anyway).
@@ -71,6 +72,7 @@ class ModelRunner:
     spec: ClassVar[ModelSpec]
 
     def __init__(self) -> None:
+        configure_logging(get_settings())
         self.config = runner_config(self.spec)
         self.provenance: Provenance | None = None
         self.loaded = False
@@ -82,12 +84,18 @@ class ModelRunner:
             self._load(self.provenance)
         except Exception as exc:  # noqa: BLE001 - any failure is reported, never fatal
             self.error = f"{type(exc).__name__}: {exc}"
-            logger.error("%s: model not loaded: %s", self.spec.key, self.error)
+            logger.error("model not loaded", extra={"model": self.spec.key, "error": self.error})
         else:
             self.loaded = True
             self.load_time_ms = round((time.perf_counter() - start) * 1000, 1)
             logger.info(
-                "%s: loaded %s in %.0f ms", self.spec.key, self.provenance.tag, self.load_time_ms
+                "model loaded",
+                extra={
+                    "model": self.spec.key,
+                    "tag": self.provenance.tag,
+                    "weights": self.provenance.weights,
+                    "load_time_ms": self.load_time_ms,
+                },
             )
 
     def _load(self, provenance: Provenance) -> None:
