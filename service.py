@@ -201,7 +201,8 @@ class FestoraVision:
             brisque = outputs["brisque"][0]
             if brisque is None:
                 result.warnings.append(
-                    "quality omitted: BRISQUE is undefined for an image without local contrast"
+                    "quality omitted: BRISQUE is undefined for this image (no local contrast, "
+                    "or a side under 16 px at the analysis size)"
                 )
             else:
                 result.quality = QualityResult(

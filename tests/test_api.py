@@ -179,6 +179,23 @@ def test_flat_image_omits_the_undefined_brisque_with_a_warning(http: httpx.Clien
     assert result["blur"]["is_blurry"] is True
 
 
+@pytest.mark.parametrize("size", [(1, 1), (7, 5), (4000, 6), (6, 2000)])
+def test_tiny_and_extreme_images_get_every_analysis(
+    client: bentoml.SyncHTTPClient, size: tuple[int, int]
+) -> None:
+    rgb = np.random.default_rng(2).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "PNG")
+    body = client.analyze_batch(
+        {"images": [{"data": b64(buffer.getvalue())}, {"data": b64(PORTRAIT)}]}
+    )
+    tiny, portrait = body["results"]
+    assert tiny["error"] is None, tiny
+    assert (tiny["width_px"], tiny["height_px"]) == size
+    assert tiny["blur"] and tiny["embedding"] and tiny["aesthetic"]
+    assert portrait["error"] is None and portrait["emotion"]["faces_detected"] >= 1
+
+
 @pytest.mark.parametrize("flags", list(itertools.product([False, True], repeat=4)))
 def test_every_flag_combination(client: bentoml.SyncHTTPClient, flags: tuple[bool, ...]) -> None:
     requested = dict(zip(FLAGS, flags, strict=True))

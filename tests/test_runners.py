@@ -304,8 +304,13 @@ def test_brisque_matches_the_brisque_package(runners: dict[str, Any]) -> None:
 
 def test_brisque_is_none_where_undefined(runners: dict[str, Any]) -> None:
     flat = np.full((120, 160, 3), 90, np.uint8)
-    scores = runners[BRISQUE.key].score([flat, preprocess.brisque_input(PHOTOS["coffee"])])
-    assert scores[0] is None and isinstance(scores[1], float)
+    rng = np.random.default_rng(3)
+    one_pixel = rng.integers(0, 256, (1, 1, 3), np.uint8)
+    sliver = preprocess.brisque_input(rng.integers(0, 256, (6, 4000, 3), np.uint8))
+    coffee = preprocess.brisque_input(PHOTOS["coffee"])
+    scores = runners[BRISQUE.key].score([flat, one_pixel, sliver, coffee])
+    # An undefined image never fails the others of its batch.
+    assert scores[:3] == [None, None, None] and isinstance(scores[3], float)
 
 
 def test_brisque_input_analysis_size() -> None:
