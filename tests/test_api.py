@@ -231,6 +231,14 @@ def test_upload_gives_the_same_result_as_base64(http: httpx.Client) -> None:
     assert np.allclose(result["embedding"]["vector"], inline["embedding"]["vector"], atol=1e-6)
 
 
+def test_generated_client_uploads_a_file(client: bentoml.SyncHTTPClient, tmp_path: Path) -> None:
+    photo = tmp_path / "portrait.jpg"
+    photo.write_bytes(PORTRAIT)
+    body = client.analyze_upload(image=photo, image_id="cli-1", run_quality=False)
+    assert body["result"]["image_id"] == "cli-1" and body["result"]["quality"] is None
+    assert body["result"]["emotion"]["faces_detected"] >= 1
+
+
 def test_exif_rotated_photo_reports_upright_size(http: httpx.Client) -> None:
     rotated = imagecorpus.jpeg(imagecorpus.quadrants(640, 480), orientation=6)
     body = http.post("/v1/analyze", json={"image": {"data": b64(rotated)}}).json()
@@ -474,6 +482,14 @@ def test_llm_failures_use_the_envelope(
     response = http.post("/v1/analyze/llm", json={"image": {"data": b64(GRADIENT)}})
     assert_error(response, status, code)
     assert LLM_KEY not in response.text
+
+
+def test_llm_with_the_generated_client(
+    client: bentoml.SyncHTTPClient, llm: OpenAICompatServer
+) -> None:
+    llm.push(Reply(content=critique_json(score=4.0)))
+    body = client.analyze_llm({"image": {"data": b64(PORTRAIT)}, "ref_id": "c-1"})
+    assert body["ref_id"] == "c-1" and body["analysis"]["overall_score"] == 4.0
 
 
 def test_llm_needs_exactly_one_image_source(http: httpx.Client) -> None:
