@@ -16,7 +16,6 @@ from runners.base import (
     service_options,
     set_threads,
 )
-from runners.brisque_features import brisque_features
 
 _CONFIG = runner_config(BRISQUE)
 # BRISQUE filters with a 7 x 7 window at full and at half scale; below this it is undefined.
@@ -53,8 +52,7 @@ class Brisque(ModelRunner):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=RuntimeWarning)
             warnings.simplefilter("ignore", category=DeprecationWarning)
-            # = self._model.score(image), with the features computed faster (same formulas)
-            value = float(self._model.calculate_image_quality_score(brisque_features(image)))
+            value = float(self._model.score(image))
         return value if math.isfinite(value) else None
 
     @bentoml.api(
