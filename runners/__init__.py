@@ -10,4 +10,10 @@ Inputs come from `festora.preprocess`; weights from the BentoML model store
 (`festora.models`, written by `scripts/import_models.py`). Every runner also serves
 `status()` with the fields of `festora.schemas.ModelStatus`. Heavy imports happen in
 `__init__`, so importing this package is cheap.
+
+Speed and memory (measured in benchmarks/RESULTS.md): NIMA and CLIP compute in bf16 where the
+CPU has native bf16 (`runners.precision`, FESTORA_PRECISION=auto|bf16|fp32); BRISQUE's features
+are computed by `runners.brisque_features` (the package's numbers, ~6x faster); runners hand
+freed heap back to the OS (`runners.memory`); `runners.base` and `runners.client_keepalive`
+keep the API service's connections to the runners from failing under load (BentoML 1.4.40).
 """

@@ -19,6 +19,8 @@ from festora.config import get_settings
 from festora.logs import configure_logging
 from festora.models import ModelSpec, Provenance, RunnerConfig, resolve, runner_config
 from festora.schemas import ModelStatus
+from runners import batching, client_keepalive
+from runners.memory import release_free_memory
 
 logger = logging.getLogger("festora.runners")
 
@@ -28,13 +30,28 @@ Uint8Array = Annotated[np.ndarray, DType("uint8")]
 Float32Array = Annotated[np.ndarray, DType("float32")]
 
 
+# The API service imports the runner classes to call them: make its runner clients safe first.
+client_keepalive.install()
+# Runner processes: dispatch to a free model at once, batch what queues while it is busy.
+batching.install()
+
+# The API service's client to a runner never retires its connection pool. BentoML 1.4.30+
+# (up to at least 1.4.40) replaces that pool every 100 requests or 300 s and closes the old one
+# at once, failing the requests still in flight on it (aiohttp "Server disconnected",
+# "Connector is closed": HTTP 500s under concurrent load; bentoml/BentoML#5540). The refresh
+# only spreads connections over several runner workers, and each runner has one.
+RUNNER_CONNECTION = {"max_requests": 2**62, "max_age": 1e15}
+
+
 def service_options(config: RunnerConfig) -> dict[str, Any]:
     """`@bentoml.service` options of a runner: one worker (each worker loads its own model
-    copy) and a CPU share equal to the threads it computes with."""
+    copy), a CPU share equal to the threads it computes with, and a client connection pool
+    that is never torn down under running requests (see RUNNER_CONNECTION)."""
     return {
         "workers": 1,
         "resources": {"cpu": str(config.num_threads)},
         "traffic": {"timeout": config.timeout_s},
+        "runner_connection": dict(RUNNER_CONNECTION),
     }
 
 
@@ -86,6 +103,7 @@ class ModelRunner:
             self.error = f"{type(exc).__name__}: {exc}"
             logger.error("model not loaded", extra={"model": self.spec.key, "error": self.error})
         else:
+            release_free_memory()  # what loading allocated and dropped (fp32 copies, buffers)
             self.loaded = True
             self.load_time_ms = round((time.perf_counter() - start) * 1000, 1)
             logger.info(

@@ -15,6 +15,8 @@ from runners.base import (
     service_options,
     set_threads,
 )
+from runners.memory import skip_unused_gpu_compiler, trim_after_batch
+from runners.precision import torch_precision
 
 _CONFIG = runner_config(CLIP)
 
@@ -27,6 +29,7 @@ class CLIPEncoder(ModelRunner):
     spec = CLIP
 
     def _load(self, provenance: Provenance) -> None:
+        skip_unused_gpu_compiler()  # before torch: see runners.memory
         import torch
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
         from transformers.utils import logging as hf_logging
@@ -35,11 +38,15 @@ class CLIPEncoder(ModelRunner):
         self._torch = torch
         self._processor = CLIPImageProcessor.from_pretrained(provenance.path)
         self.size = int(self._processor.crop_size["height"])
+        # bf16: weights and activations in bf16, read from the fp32 file straight into bf16
+        # (no fp32 copy in memory); the embedding is normalised in fp32 (see _embed)
+        self.precision = torch_precision()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the unused text tower is listed as "UNEXPECTED" keys
         hf_logging.disable_progress_bar()
         try:
-            model = CLIPVisionModelWithProjection.from_pretrained(provenance.path)
+            model = CLIPVisionModelWithProjection.from_pretrained(provenance.path, dtype=dtype)
         finally:
             hf_logging.set_verbosity(verbosity)
             hf_logging.enable_progress_bar()
@@ -61,8 +68,8 @@ class CLIPEncoder(ModelRunner):
             images=list(images), do_resize=False, do_center_crop=False, return_tensors="pt"
         )["pixel_values"]
         with torch.inference_mode():
-            vectors = self._model(pixel_values=pixels).image_embeds
-            vectors = torch.nn.functional.normalize(vectors, dim=-1)
+            vectors = self._model(pixel_values=pixels.to(self._model.dtype)).image_embeds
+            vectors = torch.nn.functional.normalize(vectors.float(), dim=-1)
         return vectors.numpy().astype(np.float32, copy=False)
 
     @bentoml.api(
@@ -74,4 +81,6 @@ class CLIPEncoder(ModelRunner):
         """N x 224 x 224 x 3 uint8 RGB (from `clip_input`) -> N x 512 float32, L2-normalised."""
         self._require_loaded()
         check_images(images, self.size)
-        return self._embed(images)
+        vectors = self._embed(images)
+        trim_after_batch()
+        return vectors

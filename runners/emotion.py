@@ -20,6 +20,7 @@ from runners.base import (
     service_options,
     set_threads,
 )
+from runners.memory import trim_after_batch
 
 _CONFIG = runner_config(EMOTION)
 
@@ -111,4 +112,6 @@ class EmotionDetector(ModelRunner):
         with `festora.preprocess.scale_faces`). No face -> []."""
         self._require_loaded()
         check_image_list(images)
-        return [self._faces(image) for image in images]
+        faces = [self._faces(image) for image in images]
+        trim_after_batch()
+        return faces

@@ -30,6 +30,9 @@ os.environ.update(
         "BENTOML_DO_NOT_TRACK": "true",
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "LOG_JSON": "true",
+        # Parity with the reference libraries is an fp32 property; test_precision.py checks
+        # that the bf16 default stays faithful to fp32.
+        "FESTORA_PRECISION": "fp32",
     }
 )
 

@@ -1,0 +1,79 @@
+"""Give memory a runner has freed back to the operating system.
+
+glibc keeps freed blocks in its heap, so a process stays as large as its busiest moment:
+loading a model allocates far more than it keeps (NIMA builds an fp32 network and then keeps a
+bf16 backbone), and every batch allocates its activations (NIMA at batch 8-16: ~100-150 MB;
+DeepFace's padded images and Haar pyramids: ~130 MB), all of which would stay resident.
+`malloc_trim(0)` returns those pages: once after loading, and after batches at most once a
+second (a trim costs 3-7 ms; the next batch's first touch of the pages costs about the same
+either way). A no-op where the C library is not glibc.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import threading
+import time
+from functools import lru_cache
+from typing import Any
+
+TRIM_INTERVAL_S = 1.0
+
+_lock = threading.Lock()
+_last_trim = 0.0
+
+
+@lru_cache(maxsize=1)
+def _libc() -> Any | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+    except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") else None
+
+
+def _trim() -> bool:
+    global _last_trim
+    libc = _libc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    _last_trim = time.monotonic()
+    return True
+
+
+def release_free_memory() -> bool:
+    """After loading: collect garbage, then return free heap pages; True if trimmed."""
+    gc.collect()
+    with _lock:
+        return _trim()
+
+
+def trim_after_batch() -> bool:
+    """After a batch: return free heap pages unless that was done under a second ago."""
+    with _lock:
+        if time.monotonic() - _last_trim < TRIM_INTERVAL_S:
+            return False
+        return _trim()
+
+
+def skip_unused_gpu_compiler() -> bool:
+    """Keep triton (torch's GPU kernel compiler) out of a CPU runner; True if blocked.
+
+    timm and transformers import `torch._dynamo`, which imports triton whenever it is installed
+    (the CUDA torch build brings it): ~100 MB of library pages and ~7 MB of heap per process,
+    and nothing on a CPU ever calls it. A `None` entry in `sys.modules` is Python's way to make
+    `import triton` fail, which torch handles as "triton not installed". Call before importing
+    torch; does nothing if triton is already imported.
+    """
+    import sys
+
+    if "triton" in sys.modules:
+        return sys.modules["triton"] is None
+    sys.modules["triton"] = None  # type: ignore[assignment]
+    return True
