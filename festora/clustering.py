@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from sklearn.cluster import DBSCAN
 
 from festora.errors import ApiError
 from festora.schemas import Cluster, ClusterAssignment, ClusterRequest, ClusterResponse
@@ -49,6 +48,8 @@ def as_matrix(embeddings: list[list[float]], image_ids: list[str]) -> np.ndarray
 
 
 def cluster_embeddings(req: ClusterRequest, *, eps: float, min_samples: int) -> ClusterResponse:
+    from sklearn.cluster import DBSCAN  # every serving process imports this module; few cluster
+
     started = time.perf_counter()
     matrix = as_matrix(req.embeddings, req.image_ids)
     labels = (
