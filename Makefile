@@ -45,7 +45,7 @@ lint: setup
 build: models
 	$(BIN)/bentoml build
 
-bench: models
+bench: setup
 	$(BIN)/python benchmarks/run.py
 
 clean:

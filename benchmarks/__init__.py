@@ -1,0 +1,1 @@
+"""Throughput, latency and memory harness for Festora Vision (`python benchmarks/run.py`)."""

@@ -1,0 +1,46 @@
+"""Fold repeated runs of a scenario into one row.
+
+The development machines are shared virtual machines whose speed drifts by tens of percent
+from minute to minute even when no other process of ours runs (measured: the same scenario at
+0.9-1.4 images/s within half an hour). So the harness runs the whole scenario list more than
+once, interleaved, and reports the median of each figure with the spread beside it.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from typing import Any
+
+_MEDIANS = ("images_per_s", "latency_p50_s", "latency_p95_s", "latency_mean_s")
+_SUMS = ("requests", "images_ok", "errors", "wall_s")
+
+
+def fold(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One summary per scenario name (in first-seen order) from its repeated summaries."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        groups[run["name"]].append(run)
+    folded = []
+    for group in groups.values():
+        row = dict(group[0])
+        row["repeats"] = len(group)
+        for key in _MEDIANS:
+            values = [r[key] for r in group]
+            row[key] = round(statistics.median(values), 3)
+            row[f"{key}_runs"] = values
+        for key in _SUMS:
+            row[key] = round(sum(r[key] for r in group), 3)
+        row["latency_max_s"] = max(r["latency_max_s"] for r in group)
+        row["first_errors"] = [e for r in group for e in r["first_errors"]][:3]
+        row["cpu"] = {
+            key: round(statistics.fmean(r["cpu"].get(key, 0.0) for r in group), 2)
+            for key in group[0]["cpu"]
+        }
+        per_process = [r["cpu_ms_per_image_by_process"] for r in group]
+        names = sorted({n for p in per_process for n in p})
+        row["cpu_ms_per_image_by_process"] = {
+            n: round(statistics.fmean(p.get(n, 0.0) for p in per_process), 1) for n in names
+        }
+        folded.append(row)
+    return folded

@@ -1,0 +1,207 @@
+"""Concurrent HTTP clients that drive the service and time every request.
+
+Request bodies are serialised once, before the clock starts, and sent as raw bytes, so the
+clients spend their CPU on the network and not on building JSON (they share the 2 cores with
+the server). Each client thread has its own keep-alive connection and takes the next request
+from a shared counter, so `concurrency` requests are always in flight until the work runs out.
+Every response is checked: a fast wrong answer must not count as throughput.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from benchmarks.workload import Photo
+
+ALL_FLAGS = {"run_blur": True, "run_quality": True, "run_emotion": True, "run_embedding": True}
+EMBEDDING_ONLY = {
+    "run_blur": False,
+    "run_quality": False,
+    "run_emotion": False,
+    "run_embedding": True,
+}
+REQUEST_TIMEOUT_S = 900.0
+
+Check = Callable[[dict[str, Any]], str | None]  # one image result -> a problem or None
+
+
+@dataclass
+class Request:
+    path: str  # "/v1/analyze" or "/v1/analyze/batch"
+    body: bytes
+    images: int
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    requests: list[Request]
+    concurrency: int
+    check: Check
+    megapixels: int
+    pipeline: str  # "full" | "embedding"
+    source: str  # "base64" | "url"
+    endpoint: str  # "analyze" | "batch"
+
+
+@dataclass
+class Outcome:
+    latency_s: float
+    images_ok: int
+    problem: str | None
+
+
+@dataclass
+class ScenarioResult:
+    scenario: Scenario
+    wall_s: float
+    outcomes: list[Outcome] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)
+    cpu_by_process: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def images_ok(self) -> int:
+        return sum(o.images_ok for o in self.outcomes)
+
+    @property
+    def problems(self) -> list[str]:
+        return [o.problem for o in self.outcomes if o.problem]
+
+    def latency(self, q: float) -> float:
+        values = sorted(o.latency_s for o in self.outcomes)
+        if len(values) == 1:
+            return values[0]
+        return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
+
+    def summary(self) -> dict[str, Any]:
+        s = self.scenario
+        return {
+            "name": s.name,
+            "description": s.description,
+            "endpoint": s.endpoint,
+            "pipeline": s.pipeline,
+            "source": s.source,
+            "megapixels": s.megapixels,
+            "concurrency": s.concurrency,
+            "requests": len(self.outcomes),
+            "images_ok": self.images_ok,
+            "errors": len(self.problems),
+            "first_errors": self.problems[:3],
+            "wall_s": round(self.wall_s, 3),
+            "images_per_s": round(self.images_ok / self.wall_s, 3) if self.wall_s else 0.0,
+            "latency_p50_s": round(self.latency(0.50), 3),
+            "latency_p95_s": round(self.latency(0.95), 3),
+            "latency_mean_s": round(statistics.fmean(o.latency_s for o in self.outcomes), 3),
+            "latency_max_s": round(max(o.latency_s for o in self.outcomes), 3),
+            "cpu": self.cpu,
+            "cpu_ms_per_image_by_process": {
+                name: round(1000 * seconds / max(1, self.images_ok), 1)
+                for name, seconds in self.cpu_by_process.items()
+            },
+        }
+
+
+def image_input(photo: Photo, source: str, image_host: str) -> dict[str, str]:
+    if source == "url":
+        return {"url": f"{image_host}/{photo.path.name}", "image_id": photo.name}
+    return {"data": photo.base64(), "image_id": photo.name}
+
+
+def analyze_requests(
+    photos: list[Photo], count: int, flags: dict[str, bool], source: str, image_host: str
+) -> list[Request]:
+    """`count` single-image requests cycling through `photos` (distinct bodies are shared)."""
+    bodies = [
+        json.dumps({"image": image_input(p, source, image_host), **flags}).encode() for p in photos
+    ]
+    return [Request("/v1/analyze", bodies[i % len(bodies)], 1) for i in range(count)]
+
+
+def batch_requests(
+    photos: list[Photo],
+    count: int,
+    size: int,
+    flags: dict[str, bool],
+    source: str,
+    image_host: str,
+) -> list[Request]:
+    """`count` batch requests of `size` images each, cycling through `photos`."""
+    inputs = [image_input(photos[i % len(photos)], source, image_host) for i in range(size)]
+    body = json.dumps({"images": inputs, **flags}).encode()
+    return [Request("/v1/analyze/batch", body, size) for _ in range(count)]
+
+
+def check_full(result: dict[str, Any]) -> str | None:
+    """Every analysis the flags asked for is present (emotion may be null: no face)."""
+    if result.get("error"):
+        return f"{result.get('image_id')}: {result['error']}"
+    for key in ("blur", "quality", "aesthetic", "embedding"):
+        if not result.get(key):
+            return f"{result.get('image_id')}: no {key}"
+    if len(result["embedding"]["vector"]) != result["embedding"]["dimensions"]:
+        return "embedding length mismatch"
+    return None
+
+
+def check_embedding(result: dict[str, Any]) -> str | None:
+    if result.get("error"):
+        return f"{result.get('image_id')}: {result['error']}"
+    if not result.get("embedding") or result.get("quality") or result.get("blur"):
+        return f"{result.get('image_id')}: expected the embedding only"
+    return None
+
+
+def _send(client: httpx.Client, request: Request, check: Check) -> Outcome:
+    start = time.perf_counter()
+    try:
+        response = client.post(
+            request.path, content=request.body, headers={"content-type": "application/json"}
+        )
+        latency = time.perf_counter() - start
+    except httpx.HTTPError as exc:
+        return Outcome(time.perf_counter() - start, 0, f"{type(exc).__name__}: {exc}")
+    if response.status_code != 200:
+        return Outcome(latency, 0, f"HTTP {response.status_code}: {response.text[:200]}")
+    payload = response.json()
+    results = payload["results"] if "results" in payload else [payload["result"]]
+    problems = [p for p in map(check, results) if p]
+    return Outcome(latency, len(results) - len(problems), problems[0] if problems else None)
+
+
+def run(base_url: str, scenario: Scenario) -> ScenarioResult:
+    """Send every request of `scenario` with `concurrency` clients; wall time covers the
+    first send to the last response."""
+    lock = threading.Lock()
+    next_index = iter(range(len(scenario.requests)))
+    outcomes: list[Outcome] = []
+
+    def client_loop() -> None:
+        with httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT_S) as client:
+            while True:
+                with lock:
+                    index = next(next_index, None)
+                if index is None:
+                    return
+                outcome = _send(client, scenario.requests[index], scenario.check)
+                with lock:
+                    outcomes.append(outcome)
+
+    threads = [
+        threading.Thread(target=client_loop, name=f"client-{i}", daemon=True)
+        for i in range(scenario.concurrency)
+    ]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return ScenarioResult(scenario, time.perf_counter() - start, outcomes)

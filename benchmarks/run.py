@@ -1,0 +1,328 @@
+"""Benchmark Festora Vision as it is deployed: `bentoml serve`, all runners, over HTTP.
+
+    .venv/bin/python benchmarks/run.py            # full run -> benchmarks/RESULTS.md + results.json
+    .venv/bin/python benchmarks/run.py --quick    # smoke run -> benchmarks/work/quick/
+
+One run, so every ratio compares numbers taken on the same machine at the same time:
+1. imports full-size random-init weights into a BentoML home under benchmarks/work/ (the same
+   architectures and files as real weights: honest about speed, meaningless scores);
+2. makes 12 MP and 24 MP camera-like JPEGs from the photos scikit-learn/scikit-image ship;
+3. measures the machine (CPU, matmul GFLOP/s ceiling) and counts each model's FLOPs;
+4. times the naive per-image pipeline of the original service on the same weights;
+5. serves the service, times start -> /readyz, samples the serving tree's PSS throughout,
+   and drives every scenario in `scenarios.PLANS` with concurrent HTTP clients (base64 bodies
+   and URLs served from a local HTTP server);
+6. writes the tables and the target checks.
+
+Extra server settings for experiments: `--env FESTORA_PRECISION=fp32` (repeatable), or the same
+variable in the environment of this command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import aggregate, load, report, scenarios
+from benchmarks.server import CpuMeter, ImageHost, Served
+from benchmarks.workload import Photo, build_photos, by_size
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "benchmarks" / "work"
+# Variables of the caller's environment that change how the server runs, recorded in results.
+RECORDED_PREFIXES = (
+    "FESTORA_",
+    "CLIP_",
+    "NIMA_",
+    "BRISQUE_",
+    "EMOTION_",
+    "OMP_",
+    "MKL_",
+    "ONEDNN_",
+    "DNNL_",
+    "BENTOML_",
+)
+
+
+def isolated_env(work: Path) -> dict[str, str]:
+    """Stores and caches under `work`, offline, no telemetry: for the harness and its children."""
+    return {
+        "BENTOML_HOME": str(work / "bentoml"),
+        "TORCH_HOME": str(work / "torch"),
+        "HF_HOME": str(work / "hf"),
+        "DEEPFACE_HOME": str(work / "deepface"),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "BENTOML_DO_NOT_TRACK": "true",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def server_env(extra: dict[str, str]) -> dict[str, str]:
+    """Settings the benchmark needs from the service: no rate limit, loopback image URLs,
+    24 MP JPEGs and 20-image base64 batches within the size caps."""
+    return {
+        "RATE_LIMIT_ENABLED": "false",
+        "ALLOW_PRIVATE_URLS": "true",
+        "MAX_IMAGE_SIZE_BYTES": str(64 * 2**20),
+        "MAX_REQUEST_BODY_BYTES": str(512 * 2**20),
+        "WEIGHTS": "random-init",
+        **extra,
+    }
+
+
+def runner_settings(env: dict[str, str]) -> dict[str, Any]:
+    """What the runners resolve from the server's environment: precision and batching."""
+    from festora.models import SPECS, runner_config
+    from runners.precision import PRECISION_ENV, torch_precision
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        return {
+            "precision": {
+                "FESTORA_PRECISION": os.environ.get(PRECISION_ENV, "(unset: auto)"),
+                "resolves_to": torch_precision(),
+            },
+            "runners": {key: vars(runner_config(spec)) for key, spec in SPECS.items()},
+        }
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def child_json(module: str, out: Path, *args: str) -> dict[str, Any]:
+    """Run `python -m module out args...` from the repository root and read its JSON."""
+    subprocess.run([sys.executable, "-m", module, str(out), *args], cwd=ROOT, check=True)
+    return dict(json.loads(out.read_text()))
+
+
+def git_state() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=ROOT, check=True, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head}{' + uncommitted changes' if dirty else ''}"
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def run_baseline(photos: list[Photo], count: int, meter: CpuMeter, out: Path) -> dict[str, Any]:
+    paths = [str(p.path) for p in by_size(photos, 12)[:count]]
+    before = meter.snapshot()
+    result = child_json("benchmarks.baseline", out, *paths)
+    result["cpu"] = CpuMeter.delta(before, meter.snapshot())
+    return result
+
+
+def serve_and_drive(
+    args: argparse.Namespace, photos: list[Photo], env: dict[str, str], out_dir: Path
+) -> dict[str, Any]:
+    """Serve, wait for ready, warm up, run every selected scenario; return the measurements."""
+    plans = [p for p in scenarios.PLANS if not args.only or any(o in p.name for o in args.only)]
+    with ImageHost(photos[0].path.parent) as host:
+        log("starting bentoml serve")
+        with Served(env, out_dir / "server.log") as server:
+            assert server.ready_s is not None and server.sampler is not None
+            log(f"ready in {server.ready_s:.1f} s")
+            health = server.health()
+            assert host.process is not None
+            meter = CpuMeter(server.pid, [host.process.pid])
+            for warm in scenarios.warmup(photos, host.url):
+                result = load.run(server.url, warm)
+                log(
+                    f"{warm.name}: {result.images_ok} ok, {len(result.problems)} errors "
+                    f"in {result.wall_s:.1f} s"
+                )
+                if result.problems:
+                    raise RuntimeError(
+                        f"warm-up failed: {result.problems[:3]}\n{server.log_tail()}"
+                    )
+            measured = []
+            for repeat, plan in [(r, p) for r in range(1, args.repeat + 1) for p in plans]:
+                quiet = meter.wait_quiet(args.quiet_wait, args.quiet_threshold)
+                scenario = scenarios.build(plan, photos, host.url, args.quick)
+                before = meter.snapshot()
+                result = load.run(server.url, scenario)
+                after = meter.snapshot()
+                result.cpu = {
+                    **CpuMeter.delta(before, after),
+                    "waited_for_quiet_s": quiet["waited_s"],
+                }
+                result.cpu_by_process = CpuMeter.per_process(before, after)
+                summary = {**result.summary(), "repeat": repeat}
+                measured.append(summary)
+                log(
+                    f"{plan.name} (run {repeat}): {summary['images_per_s']:.2f} images/s, p50 "
+                    f"{summary['latency_p50_s']:.2f} s, {summary['errors']} errors, other "
+                    f"users {result.cpu['other_pct']:.0f}%"
+                )
+            sampler = server.sampler
+            ready_s = server.ready_s
+    return {
+        "startup": {"ready_s": round(ready_s, 2), "health": health},
+        "scenarios": aggregate.fold(measured),
+        "scenario_runs": measured,
+        "memory": {
+            "peak_pss_bytes": sampler.peak_bytes,
+            "phase_peak_pss_bytes": sampler.phase_peaks,
+            "peak_breakdown": sampler.peak_breakdown,
+            "process_peaks": sampler.process_peaks,
+            "samples": sampler.samples,
+            "interval_s": sampler.interval_s,
+        },
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: fewer requests, 1 baseline image, no quiet waits, "
+        "results under benchmarks/work/quick/",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="folder for RESULTS.md and results.json (default: benchmarks/, "
+        "or benchmarks/work/quick/ with --quick)",
+    )
+    parser.add_argument(
+        "--only", action="append", help="run only scenarios whose name contains this (repeatable)"
+    )
+    parser.add_argument("--skip-baseline", action="store_true", help="do not time the baseline")
+    parser.add_argument(
+        "--baseline-images",
+        type=int,
+        help="12 MP images for the baseline (default 3, 1 with --quick)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        help="run the scenario list this many times, interleaved; the report shows medians "
+        "(default 2, 1 with --quick)",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the server (repeatable)",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        help="seconds to wait, before each timed phase, for other users' CPU to "
+        "drop below --quiet-threshold (default 60, 0 with --quick)",
+    )
+    parser.add_argument(
+        "--quiet-threshold",
+        type=float,
+        default=10.0,
+        help="percent of the machine's CPU (default 10)",
+    )
+    args = parser.parse_args(argv)
+    if args.quiet_wait is None:
+        args.quiet_wait = 0.0 if args.quick else 60.0
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 2
+    if args.baseline_images is None:
+        args.baseline_images = 1 if args.quick else 3
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out_dir = args.out or (WORK / "quick" if args.quick else ROOT / "benchmarks")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+    os.environ.update(isolated_env(WORK))
+    extra = dict(item.split("=", 1) for item in args.env)
+    env = server_env(extra)
+
+    log("importing random-init weights into the benchmark model store (once)")
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "import_models.py"), "--random-init"],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    log("making the 12 MP and 24 MP JPEGs (once)")
+    photos = build_photos(WORK / "images")
+    meter = CpuMeter()
+    log("measuring the machine")
+    meter.wait_quiet(args.quiet_wait, args.quiet_threshold)
+    machine = child_json("benchmarks.machine", WORK / "machine.json", str(os.cpu_count() or 1))
+    log("counting model FLOPs")
+    flops = child_json("benchmarks.flops", WORK / "flops.json")
+    baseline = None
+    if not args.skip_baseline:
+        log(f"timing the naive baseline on {args.baseline_images} x 12 MP")
+        quiet = meter.wait_quiet(args.quiet_wait, args.quiet_threshold)
+        baseline = run_baseline(photos, args.baseline_images, meter, WORK / "baseline.json")
+        baseline["cpu"]["waited_for_quiet_s"] = quiet["waited_s"]
+        log(
+            f"baseline: {baseline['full_seconds_per_image']:.2f} s/image full, "
+            f"{baseline['embedding_seconds_per_image']:.2f} s/image embedding only"
+        )
+
+    served = serve_and_drive(args, photos, env, out_dir if args.quick else WORK)
+    recorded_env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith(RECORDED_PREFIXES) and k not in ("BENTOML_HOME", "BENTOML_DO_NOT_TRACK")
+    }
+    results = {
+        "run": {
+            "command": shlex.join(
+                ["benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]
+            ),
+            "quick": args.quick,
+            "finished": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "git": git_state(),
+        },
+        "machine": machine,
+        "flops": flops,
+        "baseline": baseline,
+        "photos": [
+            {"name": p.name, "width": p.width, "height": p.height, "bytes": p.size_bytes}
+            for p in photos
+        ],
+        "server_env": {**env, **recorded_env},
+        "runner_settings": runner_settings(env),
+        **served,
+    }
+    report.write(results, out_dir / "RESULTS.md", out_dir / "results.json")
+    log(f"wrote {out_dir / 'RESULTS.md'}")
+    for check in results["targets"]:
+        state = {True: "pass", False: "MISS", None: "n/a"}[check["passed"]]
+        log(f"{state:>4}  {check['target']}: {check['measured']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
