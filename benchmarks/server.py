@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,14 +27,10 @@ from typing import Any
 import httpx
 import psutil
 
+from tests.serving import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 300
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def process_tree(pid: int) -> list[psutil.Process]:
