@@ -13,11 +13,11 @@ the resize the model was evaluated with, so a runner sees what its reference pip
   package's SVM was trained on LIVE images (at most 768 px wide), BRISQUE changes with scale
   (astronaut: 10.8 at 512 px, 41 at 1024 px), and 768 x 512 costs ~0.25 s instead of seconds.
   Smaller images are left as they are: upscaling would invent smoothness.
-- `emotion_input`: long side reduced to EMOTION_LONG_SIDE (640 px). DeepFace pads the
-  image by 50% per side before detecting faces, so detection cost grows with 4x the pixels
-  sent; at 640 px a photo takes ~0.2-0.4 s and faces from 24 px (the Haar window) up are
-  still found. Returns `(array, scale)` with scale = array size / `rgb` size (<= 1): divide
-  the regions the runner returns by it, or let `scale_faces` do it (it also clips).
+- `emotion_input`: long side reduced to EMOTION_LONG_SIDE (640 px). Face detection cost
+  grows with the pixels sent; at 640 px a photo takes ~0.1-0.3 s with the Haar detector and
+  faces from 24 px (the Haar window) up are still found. Returns `(array, scale)` with
+  scale = array size / `rgb` size (<= 1): divide the regions the runner returns by it, or
+  let `scale_faces` do it (it also clips).
 """
 
 from __future__ import annotations

@@ -63,8 +63,12 @@ def _face(found: dict[str, Any]) -> dict[str, Any]:
 @bentoml.service(**service_options(_CONFIG))
 class EmotionDetector(ModelRunner):
     """`DeepFace.analyze(actions=["emotion"])` per image, with DeepFace's defaults (alignment
-    on) and the detector from DEEPFACE_DETECTOR. Send images from `emotion_input`: DeepFace
-    pads each by 50% per side before detecting, so the analysis size sets the cost."""
+    on) and the detector from DEEPFACE_DETECTOR, built from DeepFace's own steps so that one
+    of them can be left out: before detecting, `DeepFace.analyze` pads the whole image with
+    black by 50% per side (4x the pixels to scan; 30-40% of the detection time at 640 px),
+    a leftover from when it rotated the whole image to align a face. Alignment now rotates a
+    margin around each face (`extract_face`), which pads where the face meets the border, so
+    the faces found on the image itself are aligned and scored as `analyze` would."""
 
     spec = EMOTION
 
@@ -76,29 +80,51 @@ class EmotionDetector(ModelRunner):
         set_threads(self.config.num_threads)
 
         from deepface import DeepFace
-        from deepface.modules.exceptions import FaceNotDetected, ImgNotFound
+        from deepface.modules.detection import extract_face
 
         self._deepface = DeepFace
-        self._no_face = (FaceNotDetected, ImgNotFound)
+        self._extract_face = extract_face
         self.detector = get_settings().deepface_detector
         DeepFace.build_model(task="facial_attribute", model_name="Emotion")
-        DeepFace.build_model(task="face_detector", model_name=self.detector)
+        self._face_detector = DeepFace.build_model(task="face_detector", model_name=self.detector)
         self._faces(np.full((64, 64, 3), 128, np.uint8))  # warm-up
 
     def _faces(self, rgb: np.ndarray) -> list[dict[str, Any]]:
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])  # DeepFace takes OpenCV's BGR
-        try:
-            found = self._deepface.analyze(
-                bgr,
-                actions=["emotion"],
-                detector_backend=self.detector,
-                enforce_detection=True,  # no face raises instead of analysing the whole image
+        height, width = bgr.shape[:2]
+        faces = []
+        for area in self._face_detector.detect_faces(bgr):
+            face = self._extract_face(
+                facial_area=area,
+                img=bgr,
                 align=True,
+                expand_percentage=0,
+                width_border=0,
+                height_border=0,
+                detector_backend=self.detector,
+            )
+            if face.img.shape[0] == 0 or face.img.shape[1] == 0:
+                continue  # as DeepFace.extract_faces does
+            # The aligned face alone: "skip" scores it as DeepFace scores a detected face.
+            (found,) = self._deepface.analyze(
+                face.img,
+                actions=["emotion"],
+                detector_backend="skip",
+                enforce_detection=False,
+                align=False,
                 silent=True,
             )
-        except self._no_face:
-            return []
-        return [_face(f) for f in found]
+            # Region and confidence as DeepFace.extract_faces reports them.
+            x, y = max(0, int(face.facial_area.x)), max(0, int(face.facial_area.y))
+            found["region"] = {
+                "x": x,
+                "y": y,
+                "w": min(width - x - 1, int(face.facial_area.w)),
+                "h": min(height - y - 1, int(face.facial_area.h)),
+            }
+            found["face_confidence"] = round(float(face.facial_area.confidence or 0), 2)
+            faces.append(_face(found))
+        return faces
 
     @bentoml.api(
         batchable=True,

@@ -325,25 +325,37 @@ def test_brisque_input_analysis_size() -> None:
 # --------------------------------------------------------------------------------- emotion
 
 
-def test_emotion_matches_deepface_analyze(runners: dict[str, Any]) -> None:
+def iou(a: dict[str, int], b: dict[str, int]) -> float:
+    w = min(a["x"] + a["w"], b["x"] + b["w"]) - max(a["x"], b["x"])
+    h = min(a["y"] + a["h"], b["y"] + b["h"]) - max(a["y"], b["y"])
+    inter = max(0, w) * max(0, h)
+    return inter / (a["w"] * a["h"] + b["w"] * b["h"] - inter)
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee"])
+def test_emotion_matches_deepface_analyze(runners: dict[str, Any], name: str) -> None:
+    """The runner skips only analyze's whole-image padding: the detector sees another canvas,
+    so boxes may move by a pixel or two, and the same faces are found and scored."""
     from deepface import DeepFace
 
-    image, _ = preprocess.emotion_input(PHOTOS["astronaut"])
+    image, _ = preprocess.emotion_input(PHOTOS[name])
     ours = runners[EMOTION.key].detect([image])[0]
     theirs = DeepFace.analyze(
         np.ascontiguousarray(image[:, :, ::-1]),
         actions=["emotion"],
         detector_backend="opencv",
-        enforce_detection=True,
+        enforce_detection=False,
         silent=True,
     )
-    assert len(ours) == len(theirs) >= 1
+    theirs = [t for t in theirs if t["face_confidence"] > 0]  # no face: the whole image
+    assert len(ours) == len(theirs)
+    assert len(ours) >= 1 or name == "coffee"
     for face, ref in zip(ours, theirs, strict=True):
-        assert face["region"] == {k: ref["region"][k] for k in ("x", "y", "w", "h")}
+        assert iou(face["region"], ref["region"]) >= 0.9
         assert face["dominant_emotion"] == ref["dominant_emotion"]
-        assert face["face_confidence"] == pytest.approx(ref["face_confidence"])
+        assert face["face_confidence"] == pytest.approx(ref["face_confidence"], abs=0.05)
         for emotion, value in face["scores"].items():
-            assert value == pytest.approx(float(ref["emotion"][emotion]), abs=1e-4)
+            assert value == pytest.approx(float(ref["emotion"][emotion]), abs=1.0)
 
 
 def test_emotion_finds_the_astronaut_and_no_face_elsewhere(runners: dict[str, Any]) -> None:
