@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import bentoml
@@ -61,6 +65,7 @@ from festora.schemas import (
 from runners.brisque import Brisque
 from runners.clip import CLIPEncoder
 from runners.emotion import EmotionDetector
+from runners.memory import trim_after_batch
 from runners.nima import NimaAesthetic, NimaTechnical
 
 logger = logging.getLogger("festora.service")
@@ -68,7 +73,12 @@ settings = get_settings()
 configure_logging(settings)
 
 STATUS_TIMEOUT_SECONDS = 3.0
+# Images decoded and resized at once: one per core (more only adds decoded images in memory).
+IMAGE_WORKERS = (
+    len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+)
 UNREACHABLE = "runner unavailable"
+T = TypeVar("T")
 
 health_app = Starlette()
 
@@ -161,8 +171,7 @@ class FestoraVision:
     async def analyze_image(self, image: ImageInput, flags: AnalysisFlags) -> ImageAnalysisResult:
         started = time.perf_counter()
         data = await read_image_bytes(image, settings)
-        decoded = await decode(data, min_long_side=decode_size(flags))
-        result = await self.analyze_decoded(decoded, flags)
+        result = await self.analyze_prepared(await prepare(data, flags), flags)
         result.image_id = image.image_id
         result.source_url = image.url
         result.processing_time_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -177,11 +186,11 @@ class FestoraVision:
         )
         return result
 
-    async def analyze_decoded(
-        self, decoded: DecodedImage, flags: AnalysisFlags
+    async def analyze_prepared(
+        self, prepared: PreparedImage, flags: AnalysisFlags
     ) -> ImageAnalysisResult:
-        inputs = await anyio.to_thread.run_sync(lambda: prepare_inputs(decoded, flags))
-        result = ImageAnalysisResult(width_px=decoded.width, height_px=decoded.height)
+        inputs = prepared.inputs
+        result = ImageAnalysisResult(width_px=prepared.width, height_px=prepared.height)
         jobs: dict[str, Any] = {}
         if flags.run_quality:
             jobs["brisque"] = self.brisque.to_async.score([inputs["brisque"]])
@@ -216,7 +225,7 @@ class FestoraVision:
             )
         if flags.run_emotion:
             faces = preprocess.scale_faces(
-                outputs["emotion"][0], inputs["emotion_scale"], decoded.width, decoded.height
+                outputs["emotion"][0], inputs["emotion_scale"], prepared.width, prepared.height
             )
             if faces:
                 result.emotion = EmotionResult(
@@ -292,8 +301,7 @@ class FestoraVision:
                     f"image is larger than the limit of {settings.max_image_size_bytes} bytes"
                 )
             await self.require_models(flags)
-            decoded = await decode(image.read_bytes(), min_long_side=decode_size(flags))
-            result = await self.analyze_decoded(decoded, flags)
+            result = await self.analyze_prepared(await prepare(image.read_bytes(), flags), flags)
         except ApiError as exc:
             return exc.to_response()  # type: ignore[return-value]
         result.image_id = image_id
@@ -354,10 +362,17 @@ class FestoraVision:
             if req.include_metrics:
                 await self.require_models(flags)
             data = await read_image_bytes(req.image or ImageInput(url=req.image_url), settings)
-            decoded = await decode(data, min_long_side=max(LLM_IMAGE_MAX_SIDE, decode_size(flags)))
+            decoded = await in_image_worker(
+                lambda: decode_image(
+                    data,
+                    max_pixels=settings.max_image_pixels,
+                    min_long_side=max(LLM_IMAGE_MAX_SIDE, decode_size(flags)),
+                )
+            )
             metrics: dict[str, Any] | None = None
             if req.include_metrics:
-                analysis = await self.analyze_decoded(decoded, flags)
+                prepared = await in_image_worker(lambda: prepare_inputs(decoded, flags))
+                analysis = await self.analyze_prepared(prepared, flags)
                 metrics = analysis.model_dump(
                     include={"width_px", "height_px", "blur", "quality", "aesthetic", "emotion"}
                 )
@@ -370,13 +385,42 @@ def is_reachable(status: ModelStatus) -> bool:
     return not (status.error or "").startswith(UNREACHABLE)
 
 
-async def decode(data: bytes, *, min_long_side: int) -> DecodedImage:
-    """Decode once, off the event loop, at the smallest size the analyses allow."""
-    return await anyio.to_thread.run_sync(
-        lambda: decode_image(
-            data, max_pixels=settings.max_image_pixels, min_long_side=min_long_side
+async def in_image_worker(work: Callable[[], T]) -> T:
+    """Run decoding or resizing off the event loop, at most IMAGE_WORKERS at a time: the work
+    is CPU-bound, and a burst of photos then waits as compressed bytes rather than as decoded
+    megapixels. Heap pages freed by finished images go back to the system (at most once a
+    second), so the process does not stay as large as its busiest moment."""
+    try:
+        return await anyio.to_thread.run_sync(work, limiter=image_workers())
+    finally:
+        trim_after_batch()
+
+
+@cache
+def image_workers() -> anyio.CapacityLimiter:
+    return anyio.CapacityLimiter(IMAGE_WORKERS)
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """What the analyses need of one image: its size and each model's small input array."""
+
+    width: int
+    height: int
+    inputs: dict[str, Any]
+
+
+async def prepare(data: bytes, flags: AnalysisFlags) -> PreparedImage:
+    """Decode once, at the smallest size the analyses allow, and derive every model's input;
+    the decoded pixels never outlive this call."""
+
+    def work() -> PreparedImage:
+        decoded = decode_image(
+            data, max_pixels=settings.max_image_pixels, min_long_side=decode_size(flags)
         )
-    )
+        return prepare_inputs(decoded, flags)
+
+    return await in_image_worker(work)
 
 
 def required_models(flags: AnalysisFlags) -> list[str]:
@@ -402,8 +446,8 @@ def decode_size(flags: AnalysisFlags) -> int:
     return max(sizes)
 
 
-def prepare_inputs(decoded: DecodedImage, flags: AnalysisFlags) -> dict[str, Any]:
-    """Every requested model's input, derived from the one decode (runs in a worker thread)."""
+def prepare_inputs(decoded: DecodedImage, flags: AnalysisFlags) -> PreparedImage:
+    """Every requested model's input, derived from the one decode (run it in_image_worker)."""
     rgb = decoded.rgb
     inputs: dict[str, Any] = {}
     if flags.run_blur:
@@ -419,7 +463,7 @@ def prepare_inputs(decoded: DecodedImage, flags: AnalysisFlags) -> dict[str, Any
         inputs["emotion_scale"] = scale * rgb.shape[1] / decoded.width
     if flags.run_embedding:
         inputs["clip"] = preprocess.clip_input(rgb)
-    return inputs
+    return PreparedImage(width=decoded.width, height=decoded.height, inputs=inputs)
 
 
 async def _health(request: Request) -> JSONResponse:

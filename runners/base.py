@@ -20,7 +20,7 @@ from festora.logs import configure_logging
 from festora.models import ModelSpec, Provenance, RunnerConfig, resolve, runner_config
 from festora.schemas import ModelStatus
 from runners import batching, client_keepalive
-from runners.memory import release_free_memory
+from runners.memory import limit_heap_arenas, release_free_memory
 
 logger = logging.getLogger("festora.runners")
 
@@ -30,6 +30,8 @@ Uint8Array = Annotated[np.ndarray, DType("uint8")]
 Float32Array = Annotated[np.ndarray, DType("float32")]
 
 
+# Every serving process imports this module (the API service to call the runners): few heaps.
+limit_heap_arenas()
 # The API service imports the runner classes to call them: make its runner clients safe first.
 client_keepalive.install()
 # Runner processes: dispatch to a free model at once, batch what queues while it is busy.

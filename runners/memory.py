@@ -1,9 +1,9 @@
-"""Give memory a runner has freed back to the operating system.
+"""Give memory a serving process has freed back to the operating system.
 
 glibc keeps freed blocks in its heap, so a process stays as large as its busiest moment:
 loading a model allocates far more than it keeps (NIMA builds an fp32 network and then keeps a
 bf16 backbone), and every batch allocates its activations (NIMA at batch 8-16: ~100-150 MB;
-DeepFace's padded images and Haar pyramids: ~130 MB), all of which would stay resident.
+DeepFace's Haar pyramids), all of which would stay resident.
 `malloc_trim(0)` returns those pages: once after loading, and after batches at most once a
 second (a trim costs 3-7 ms; the next batch's first touch of the pages costs about the same
 either way). A no-op where the C library is not glibc.
@@ -20,6 +20,9 @@ from functools import lru_cache
 from typing import Any
 
 TRIM_INTERVAL_S = 1.0
+# glibc's mallopt() parameter for the most heaps ("arenas") threads may spread over.
+_M_ARENA_MAX = -8
+HEAP_ARENAS = 2
 
 _lock = threading.Lock()
 _last_trim = 0.0
@@ -45,6 +48,18 @@ def _trim() -> bool:
     libc.malloc_trim(0)
     _last_trim = time.monotonic()
     return True
+
+
+def limit_heap_arenas(arenas: int = HEAP_ARENAS) -> bool:
+    """Let threads share `arenas` heaps instead of glibc's 8 per core; True if set.
+
+    Each thread that allocates while others hold the heap gets a heap of its own, and freed
+    memory can only be reused, or trimmed, within its heap: with BentoML's thread pools each
+    decoding photos or running batches, the API process kept several half-empty heaps of
+    megapixel buffers. Set early (at import); heaps already created stay.
+    """
+    libc = _libc()
+    return libc is not None and bool(libc.mallopt(_M_ARENA_MAX, arenas))
 
 
 def release_free_memory() -> bool:
