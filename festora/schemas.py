@@ -167,6 +167,7 @@ class ModelStatus(BaseModel):
     error: str | None = None
     tag: str | None = None
     weights: Literal["real", "random-init"] | None = None
+    engine: str | None = None  # e.g. "openvino-bf16", "torch-fp32"
     warning: str | None = None
 
 

@@ -89,6 +89,7 @@ class ModelRunner:
     """Base of the runner services. Subclasses set `spec` and implement `_load`."""
 
     spec: ClassVar[ModelSpec]
+    engine: str | None = None  # what computes it, e.g. "openvino-bf16"; set by `_load`
 
     def __init__(self) -> None:
         configure_logging(get_settings())
@@ -114,6 +115,7 @@ class ModelRunner:
                     "model": self.spec.key,
                     "tag": self.provenance.tag,
                     "weights": self.provenance.weights,
+                    "engine": self.engine,
                     "load_time_ms": self.load_time_ms,
                 },
             )
@@ -146,6 +148,7 @@ class ModelRunner:
             error=self.error,
             tag=prov.tag if prov else None,
             weights=prov.weights if prov else None,
+            engine=self.engine,
             warning="; ".join(warnings) or None,
         )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import bentoml
 import numpy as np
 
@@ -16,9 +18,39 @@ from runners.base import (
     set_threads,
 )
 from runners.memory import skip_unused_gpu_compiler, trim_after_batch
-from runners.precision import torch_precision
+from runners.openvino_ir import compile_ir, input_size
+from runners.precision import compute_precision
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
 _CONFIG = runner_config(CLIP)
+
+
+def uint8_forward(
+    model: CLIPVisionModelWithProjection, processor: CLIPImageProcessor
+) -> torch.nn.Module:
+    """The processor's rescale and normalisation, then the vision tower and projection, on the
+    runner's own input (N x 224 x 224 x 3 uint8 RGB, resized and cropped by `clip_input`):
+    the graph exported to OpenVINO (`runners.openvino_ir`). Returns unnormalised embeddings."""
+    import torch
+
+    scale = float(processor.rescale_factor) if processor.do_rescale else 1.0
+    mean = torch.tensor(processor.image_mean if processor.do_normalize else [0.0] * 3)
+    std = torch.tensor(processor.image_std if processor.do_normalize else [1.0] * 3)
+
+    class Uint8Clip(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            x = images.permute(0, 3, 1, 2).float() * scale
+            x = (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+            return self.model(pixel_values=x).image_embeds
+
+    return Uint8Clip()
 
 
 @bentoml.service(**service_options(_CONFIG))
@@ -29,6 +61,16 @@ class CLIPEncoder(ModelRunner):
     spec = CLIP
 
     def _load(self, provenance: Provenance) -> None:
+        self.model_id = str(provenance.metadata.get("model_id", ""))
+        self.precision = compute_precision()
+        self._compiled = compile_ir(provenance.path, self.precision, self.config.num_threads)
+        if self._compiled is not None:
+            self.engine = f"openvino-{self.precision}"
+            self.size = input_size(self._compiled)
+            self.dimensions = int(self._compiled.output(0).get_partial_shape()[1].get_length())
+            self._embed(np.zeros((1, self.size, self.size, 3), np.uint8))  # warm-up
+            return
+        self.engine = f"torch-{self.precision}"
         skip_unused_gpu_compiler()  # before torch: see runners.memory
         import torch
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
@@ -40,7 +82,6 @@ class CLIPEncoder(ModelRunner):
         self.size = int(self._processor.crop_size["height"])
         # bf16: weights and activations in bf16, read from the fp32 file straight into bf16
         # (no fp32 copy in memory); the embedding is normalised in fp32 (see _embed)
-        self.precision = torch_precision()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the unused text tower is listed as "UNEXPECTED" keys
@@ -52,7 +93,6 @@ class CLIPEncoder(ModelRunner):
             hf_logging.enable_progress_bar()
         self._model = model.eval()
         self.dimensions = int(model.config.projection_dim)
-        self.model_id = str(provenance.metadata.get("model_id", ""))
         self._embed(np.zeros((1, self.size, self.size, 3), np.uint8))  # warm-up
 
     def _warnings(self) -> list[str]:
@@ -62,6 +102,10 @@ class CLIPEncoder(ModelRunner):
         return []
 
     def _embed(self, images: np.ndarray) -> np.ndarray:
+        if self._compiled is not None:
+            vectors = np.asarray(self._compiled(images)[0], dtype=np.float32)
+            norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+            return vectors / np.maximum(norms, 1e-12)  # as torch's normalize
         torch = self._torch
         # Resize and crop were done by festora.preprocess.clip_input; this is rescale+normalise.
         pixels = self._processor(

@@ -32,7 +32,8 @@ from runners.base import (
     set_threads,
 )
 from runners.memory import skip_unused_gpu_compiler, trim_after_batch
-from runners.precision import torch_precision
+from runners.openvino_ir import compile_ir
+from runners.precision import compute_precision
 
 if TYPE_CHECKING:
     import torch
@@ -92,6 +93,27 @@ def load_nima_weights(net: torch.nn.Module, path: Path) -> None:
     net.load_state_dict(state, strict=True)
 
 
+def uint8_forward(net: torch.nn.Module) -> torch.nn.Module:
+    """pyiqa NIMA's eval forward (at 299 px: normalise, backbone, pool, head, distribution
+    mean) on the runner's own input, N x 299 x 299 x 3 uint8 RGB: the graph exported to
+    OpenVINO (`runners.openvino_ir`)."""
+    import torch
+    from pyiqa.archs.arch_util import dist_to_mos
+
+    class Uint8Nima(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            x = images.permute(0, 3, 1, 2).float() / 255.0
+            x = (x - net.default_mean) / net.default_std
+            pooled = net.global_pool(net.base_model(x)[-1])
+            return dist_to_mos(net.classifier(pooled)).reshape(-1)
+
+    return Uint8Nima()
+
+
 def technical_score(raw: np.ndarray) -> np.ndarray:
     """KonIQ NIMA's ~0-1 output on the reported 1-10 scale: 1 + 9 * clip(raw, 0, 1)."""
     return (1.0 + 9.0 * np.clip(raw, 0.0, 1.0)).astype(np.float32)
@@ -129,6 +151,13 @@ def fold_batchnorm(net: torch.nn.Module) -> int:
 
 class _Nima(ModelRunner):
     def _load(self, provenance: Provenance) -> None:
+        self.precision = compute_precision()
+        self._compiled = compile_ir(provenance.path, self.precision, self.config.num_threads)
+        if self._compiled is not None:
+            self.engine = f"openvino-{self.precision}"
+            self._raw(np.zeros((1, NIMA_SIZE, NIMA_SIZE, 3), np.uint8))  # warm-up
+            return
+        self.engine = f"torch-{self.precision}"
         skip_unused_gpu_compiler()  # before torch: see runners.memory
         import torch
 
@@ -137,7 +166,6 @@ class _Nima(ModelRunner):
         net = build_nima(self.spec)
         load_nima_weights(net, provenance.path / self.spec.weights_file)
         self._net = net.eval()
-        self.precision = torch_precision()
         if self.precision == "bf16":
             # The backbone (all of the arithmetic) in bf16, channels-last for oneDNN, with its
             # BatchNorms folded first in fp32; input normalisation, the pooled head, softmax
@@ -148,6 +176,10 @@ class _Nima(ModelRunner):
 
     def _raw(self, images: np.ndarray) -> np.ndarray:
         """pyiqa NIMA's own output: KonIQ ~0-1, or AVA's 10-bin mean 1-10."""
+        if self._compiled is not None:
+            chunks = range(0, len(images), FORWARD_CHUNK)
+            raw = [self._compiled(images[i : i + FORWARD_CHUNK])[0] for i in chunks]
+            return np.concatenate(raw).reshape(-1).astype(np.float32)
         torch = self._torch
         # fp32 is pyiqa's own forward (eval: resize/crop are identities at 299, then normalise)
         forward = self._net if self.precision == "fp32" else self._forward_bf16

@@ -1,4 +1,4 @@
-"""Which precision the torch runners (NIMA, CLIP) compute in: FESTORA_PRECISION.
+"""Which precision NIMA and CLIP compute in, with OpenVINO or torch: FESTORA_PRECISION.
 
     FESTORA_PRECISION=auto   bf16 where the CPU computes bf16 natively, else fp32 (default)
     FESTORA_PRECISION=bf16   bfloat16 weights and activations in the heavy layers
@@ -39,7 +39,7 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
-def torch_precision() -> Precision:
+def compute_precision() -> Precision:
     """The precision from FESTORA_PRECISION (auto when unset or blank)."""
     raw = os.environ.get(PRECISION_ENV, "").strip().lower() or "auto"
     if raw == "auto":

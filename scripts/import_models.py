@@ -51,6 +51,8 @@ from festora.models import (
     model_labels,
     sha256_file,
 )
+from festora.preprocess import CLIP_SIZE, NIMA_SIZE
+from runners.openvino_ir import IR_FILE, export_ir
 
 if TYPE_CHECKING:
     import bentoml
@@ -162,7 +164,8 @@ def plan(spec: ModelSpec, opts: Options) -> Plan:
 
 
 def find_present(p: Plan, opts: Options) -> bentoml.Model | None:
-    """The newest stored version of this model with the same source and weights kind."""
+    """The newest complete stored version of this model with the same source and weights kind
+    (one imported before OpenVINO IRs were stored is imported again, with its IR)."""
     import bentoml
 
     kwargs = {"_model_store": opts.model_store} if opts.model_store is not None else {}
@@ -175,6 +178,7 @@ def find_present(p: Plan, opts: Options) -> bentoml.Model | None:
         for m in models
         if m.info.labels.get(LABEL_SOURCE) == p.source
         and m.info.labels.get(LABEL_WEIGHTS) == p.weights
+        and (p.spec.key not in WITH_IR or (Path(m.path) / IR_FILE).is_file())
     ]
     return max(same, key=lambda m: m.info.creation_time) if same else None
 
@@ -259,6 +263,8 @@ def _stage_clip(p: Plan, out: Path, opts: Options) -> dict[str, Any]:
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
+    from runners.clip import uint8_forward as uint8_clip
+
     if p.weights == "random-init":
         opts.log("    building CLIPModel(CLIPConfig()) (ViT-B/32 layout, ~151 M parameters)")
         torch.manual_seed(opts.seed)
@@ -277,26 +283,51 @@ def _stage_clip(p: Plan, out: Path, opts: Options) -> dict[str, Any]:
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
     meta["projection_dim"] = int(model.config.projection_dim)
+    del model
+    _export_openvino(uint8_clip(_vision_tower(out), processor), CLIP_SIZE, out, opts)
     return meta
+
+
+def _vision_tower(out: Path) -> Any:
+    """The saved model as the torch runner loads it: vision tower and projection only."""
+    from transformers import CLIPVisionModelWithProjection
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the text tower's weights are reported as unexpected
+    try:
+        return CLIPVisionModelWithProjection.from_pretrained(out)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def _export_openvino(forward: Any, size: int, out: Path, opts: Options) -> None:
+    opts.log("    exporting the OpenVINO IR the runner computes with (tracing: ~5-20 s)")
+    export_ir(forward, size, out)
 
 
 def _stage_nima(p: Plan, out: Path, opts: Options) -> dict[str, Any]:
     import torch
 
     from runners.nima import build_nima, load_nima_weights, nima_options
+    from runners.nima import uint8_forward as uint8_nima
 
     dest = out / p.spec.weights_file
     meta: dict[str, Any] = {"pyiqa_metric": NIMA_METRIC[p.spec.key], **nima_options(p.spec)}
     if p.weights == "random-init":
         opts.log(f"    building pyiqa {NIMA_METRIC[p.spec.key]} (InceptionResNetV2, random)")
         torch.manual_seed(opts.seed)
-        torch.save({"params": build_nima(p.spec).state_dict()}, dest)
-        return {**meta, "seed": opts.seed}
-    meta.update(_real_file(p, dest, opts.log))
-    prefix = p.spec.weights_file.rsplit("-", 1)[-1].split(".")[0]  # NIMA_koniq-<sha256[:8]>.pth
-    if not sha256_file(dest).startswith(prefix):
-        opts.log(f"    warning: sha256 does not start with {prefix}, as the file name says")
-    load_nima_weights(build_nima(p.spec), dest)  # strict: a wrong file fails here
+        net = build_nima(p.spec)
+        torch.save({"params": net.state_dict()}, dest)
+        meta["seed"] = opts.seed
+    else:
+        meta.update(_real_file(p, dest, opts.log))
+        prefix = p.spec.weights_file.rsplit("-", 1)[-1].split(".")[0]  # NIMA_koniq-<sha[:8]>.pth
+        if not sha256_file(dest).startswith(prefix):
+            opts.log(f"    warning: sha256 does not start with {prefix}, as the file name says")
+        net = build_nima(p.spec)
+        load_nima_weights(net, dest)  # strict: a wrong file fails here
+    _export_openvino(uint8_nima(net.eval()), NIMA_SIZE, out, opts)
     return meta
 
 
@@ -323,6 +354,8 @@ def _stage_brisque(p: Plan, out: Path, opts: Options) -> dict[str, Any]:
     opts.log(f"    copied svm.txt and normalize.pickle from {MODEL_PATH}")
     return {"origin": "brisque package (brisque/models)"}
 
+
+WITH_IR = frozenset({CLIP.key, NIMA_TECHNICAL.key, NIMA_AESTHETIC.key})
 
 STAGERS = {
     CLIP.key: _stage_clip,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from bentoml._internal.models.model import ModelStore
@@ -67,6 +68,34 @@ def test_import_is_idempotent_and_reproducible(store: ModelStore) -> None:
     reseeded = import_models([EMOTION.key], options(store, [], weights="random-init", seed=1))[0]
     assert reseeded.imported and reseeded.sha256 != first.sha256
     assert reseeded.source == "random-init:seed=1:deepface EmotionModel"
+
+
+def test_nima_import_stores_an_openvino_ir_and_completes_older_imports(
+    store: ModelStore,
+) -> None:
+    from runners.nima import build_nima, load_nima_weights, uint8_forward
+    from runners.openvino_ir import IR_FILE, compile_ir
+
+    lines: list[str] = []
+    opts = options(store, lines, weights="random-init")
+    first = import_models([NIMA_TECHNICAL.key], opts)[0]
+    folder = Path(store.get(first.tag).path)
+    assert (folder / IR_FILE).is_file() and (folder / "openvino_model.bin").is_file()
+    assert any("OpenVINO" in line for line in lines)
+
+    # the IR computes what the stored weights compute, on the runner's uint8 input
+    net = build_nima(NIMA_TECHNICAL)
+    load_nima_weights(net, folder / NIMA_TECHNICAL.weights_file)
+    images = np.random.default_rng(0).integers(0, 256, (2, 299, 299, 3), dtype=np.uint8)
+    with torch.inference_mode():
+        expected = uint8_forward(net.eval())(torch.from_numpy(images)).numpy()
+    compiled = compile_ir(folder, "fp32", 1)
+    np.testing.assert_allclose(compiled(images)[0].reshape(-1), expected, atol=1e-6)
+
+    (folder / IR_FILE).unlink()  # as stored by a version before IRs: imported again
+    again = import_models([NIMA_TECHNICAL.key], opts)[0]
+    assert again.imported and again.tag != first.tag
+    assert (Path(store.get(again.tag).path) / IR_FILE).is_file()
 
 
 def test_real_import_from_a_weights_dir(store: ModelStore, tmp_path: Path) -> None:

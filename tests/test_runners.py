@@ -145,7 +145,10 @@ def test_batching_and_threads_come_from_the_environment(
 # ------------------------------------------------------------------------------------ CLIP
 
 
-def test_clip_matches_transformers_get_image_features(runners: dict[str, Any]) -> None:
+@pytest.mark.parametrize("engine", ["openvino", "torch"])
+def test_clip_matches_transformers_get_image_features(
+    runners: dict[str, Any], monkeypatch: pytest.MonkeyPatch, engine: str
+) -> None:
     import torch
     from transformers import CLIPImageProcessor, CLIPModel
 
@@ -160,7 +163,9 @@ def test_clip_matches_transformers_get_image_features(runners: dict[str, Any]) -
         return torch.nn.functional.normalize(vectors, dim=-1).numpy()
 
     crops = np.stack([preprocess.clip_input(p) for p in PHOTOS.values()])
-    ours = runners[CLIP.key].encode(crops)
+    runner = runners[CLIP.key] if engine == "openvino" else torch_runner(CLIP.key, monkeypatch)
+    assert runner.engine == f"{engine}-fp32"
+    ours = runner.encode(crops)
     assert ours.shape == (len(PHOTOS), 512) and ours.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
 
@@ -227,10 +232,27 @@ def test_clip_rejects_wrong_input(runners: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------ NIMA
 
 
+def torch_runner(key: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A runner computing with torch (FESTORA_ENGINE=torch) instead of the stored OpenVINO IR."""
+    from runners.clip import CLIPEncoder
+    from runners.nima import NimaAesthetic, NimaTechnical
+    from runners.openvino_ir import ENGINE_ENV
+
+    monkeypatch.setenv(ENGINE_ENV, "torch")
+    cls = {CLIP.key: CLIPEncoder, NIMA_TECHNICAL.key: NimaTechnical}.get(key, NimaAesthetic)
+    runner = cls()
+    assert runner.loaded, runner.error
+    assert runner.engine == "torch-fp32"
+    return runner
+
+
+@pytest.mark.parametrize("engine", ["openvino", "torch"])
 @pytest.mark.parametrize(
     ("key", "metric"), [(NIMA_TECHNICAL.key, "nima-koniq"), (NIMA_AESTHETIC.key, "nima")]
 )
-def test_nima_matches_pyiqa(runners: dict[str, Any], key: str, metric: str) -> None:
+def test_nima_matches_pyiqa(
+    runners: dict[str, Any], monkeypatch: pytest.MonkeyPatch, key: str, metric: str, engine: str
+) -> None:
     import pyiqa
     import torch
 
@@ -242,15 +264,17 @@ def test_nima_matches_pyiqa(runners: dict[str, Any], key: str, metric: str) -> N
         reference = pyiqa.create_metric(
             metric, device="cpu", pretrained_model_path=str(prov.path / spec.weights_file)
         )
-    runner = runners[key]
+    runner = runners[key] if engine == "openvino" else torch_runner(key, monkeypatch)
+    assert runner.engine == f"{engine}-fp32"
     batch = np.stack([preprocess.nima_input(p) for p in PHOTOS.values()])
     x = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255
     with torch.inference_mode():
         expected_raw = reference(x).reshape(-1).numpy()
-        net = reference.net
-        features = net.base_model(net.preprocess(x))[-1].mean((2, 3))
-        ours = runner._net.base_model(runner._net.preprocess(x))[-1].mean((2, 3))
-    torch.testing.assert_close(ours, features, atol=1e-6, rtol=0)
+        if engine == "torch":  # random-init scores barely vary: compare the features too
+            net = reference.net
+            features = net.base_model(net.preprocess(x))[-1].mean((2, 3))
+            ours = runner._net.base_model(runner._net.preprocess(x))[-1].mean((2, 3))
+            torch.testing.assert_close(ours, features, atol=1e-6, rtol=0)
 
     np.testing.assert_allclose(runner._raw(batch), expected_raw, atol=1e-6)
     scores = runner.score(batch)
@@ -271,8 +295,9 @@ def test_nima_input_matches_pyiqa_resize_and_crop() -> None:
         assert diff.max() <= 1.5 / 255 and diff.mean() <= 0.002, name
 
 
-def test_nima_technical_and_aesthetic_are_not_swapped(runners: dict[str, Any]) -> None:
-    technical, aesthetic = runners[NIMA_TECHNICAL.key], runners[NIMA_AESTHETIC.key]
+def test_nima_technical_and_aesthetic_are_not_swapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    technical = torch_runner(NIMA_TECHNICAL.key, monkeypatch)
+    aesthetic = torch_runner(NIMA_AESTHETIC.key, monkeypatch)
     assert technical.provenance.metadata["pyiqa_metric"] == "nima-koniq"
     assert technical.provenance.metadata["train_dataset"] == "koniq"
     assert aesthetic.provenance.metadata["pyiqa_metric"] == "nima"
