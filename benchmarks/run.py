@@ -86,7 +86,7 @@ def server_env(extra: dict[str, str]) -> dict[str, str]:
 def runner_settings(env: dict[str, str]) -> dict[str, Any]:
     """What the runners resolve from the server's environment: precision and batching."""
     from festora.models import SPECS, runner_config
-    from runners.precision import PRECISION_ENV, torch_precision
+    from runners.precision import PRECISION_ENV, compute_precision
 
     saved = dict(os.environ)
     os.environ.update(env)
@@ -94,7 +94,7 @@ def runner_settings(env: dict[str, str]) -> dict[str, Any]:
         return {
             "precision": {
                 "FESTORA_PRECISION": os.environ.get(PRECISION_ENV, "(unset: auto)"),
-                "resolves_to": torch_precision(),
+                "resolves_to": compute_precision(),
             },
             "runners": {key: vars(runner_config(spec)) for key, spec in SPECS.items()},
         }
