@@ -341,7 +341,13 @@ def _memory(results: dict[str, Any]) -> list[str]:
 def _startup(results: dict[str, Any]) -> list[str]:
     st = results["startup"]
     rows = [
-        [m["name"], str(m["loaded"]), _fmt(m.get("load_time_ms"), 0), str(m.get("weights"))]
+        [
+            m["name"],
+            str(m["loaded"]),
+            _fmt(m.get("load_time_ms"), 0),
+            str(m.get("weights")),
+            str(m.get("engine")),
+        ]
         for m in st["health"]["models"]
     ]
     return [
@@ -352,7 +358,7 @@ def _startup(results: dict[str, Any]) -> list[str]:
         f"in the store). `/health` then: `{st['health']['status']}` (random-init weights are "
         "reported as degraded by design).",
         "",
-        *_table(["Model", "Loaded", "Load ms", "Weights"], rows),
+        *_table(["Model", "Loaded", "Load ms", "Weights", "Engine"], rows),
     ]
 
 

@@ -35,6 +35,7 @@ class Brisque(ModelRunner):
     spec = BRISQUE
 
     def _load(self, provenance: Provenance) -> None:
+        self.engine = "opencv+libsvm"
         from brisque import BRISQUE as BrisqueModel
 
         from runners.brisque_features import brisque_features

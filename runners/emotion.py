@@ -85,6 +85,7 @@ class EmotionDetector(ModelRunner):
         self._deepface = DeepFace
         self._extract_face = extract_face
         self.detector = get_settings().deepface_detector
+        self.engine = f"deepface-pytorch ({self.detector} detector)"
         DeepFace.build_model(task="facial_attribute", model_name="Emotion")
         self._face_detector = DeepFace.build_model(task="face_detector", model_name=self.detector)
         self._faces(np.full((64, 64, 3), 128, np.uint8))  # warm-up
