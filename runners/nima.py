@@ -7,6 +7,9 @@ backbone, options taken from pyiqa's model registry, and pyiqa's released weight
 - technical (pyiqa `nima-koniq`): one linear output trained on KonIQ-10k MOS normalised to
   about 0-1; reported as `1 + 9 * clip(x, 0, 1)`, so 0 -> 1 and 1 -> 10.
 - aesthetic (pyiqa `nima`): the mean of its 10-bin AVA score distribution, already 1-10.
+
+The runner computes with the OpenVINO IR exported at import (`uint8_forward`, see
+`runners.openvino_ir`), or with pyiqa's torch module where there is none.
 """
 
 from __future__ import annotations
