@@ -362,13 +362,8 @@ class FestoraVision:
             if req.include_metrics:
                 await self.require_models(flags)
             data = await read_image_bytes(req.image or ImageInput(url=req.image_url), settings)
-            decoded = await in_image_worker(
-                lambda: decode_image(
-                    data,
-                    max_pixels=settings.max_image_pixels,
-                    min_long_side=max(LLM_IMAGE_MAX_SIDE, decode_size(flags)),
-                )
-            )
+            size = max(LLM_IMAGE_MAX_SIDE, decode_size(flags))
+            decoded = await in_image_worker(lambda: decode(data, size))
             metrics: dict[str, Any] | None = None
             if req.include_metrics:
                 prepared = await in_image_worker(lambda: prepare_inputs(decoded, flags))
@@ -390,10 +385,14 @@ async def in_image_worker(work: Callable[[], T]) -> T:
     is CPU-bound, and a burst of photos then waits as compressed bytes rather than as decoded
     megapixels. Heap pages freed by finished images go back to the system (at most once a
     second), so the process does not stay as large as its busiest moment."""
-    try:
-        return await anyio.to_thread.run_sync(work, limiter=image_workers())
-    finally:
-        trim_after_batch()
+
+    def work_then_trim() -> T:
+        try:
+            return work()
+        finally:
+            trim_after_batch()  # in the worker: a trim takes milliseconds
+
+    return await anyio.to_thread.run_sync(work_then_trim, limiter=image_workers())
 
 
 @cache
@@ -414,13 +413,13 @@ async def prepare(data: bytes, flags: AnalysisFlags) -> PreparedImage:
     """Decode once, at the smallest size the analyses allow, and derive every model's input;
     the decoded pixels never outlive this call."""
 
-    def work() -> PreparedImage:
-        decoded = decode_image(
-            data, max_pixels=settings.max_image_pixels, min_long_side=decode_size(flags)
-        )
-        return prepare_inputs(decoded, flags)
+    return await in_image_worker(lambda: prepare_inputs(decode(data, decode_size(flags)), flags))
 
-    return await in_image_worker(work)
+
+def decode(data: bytes, min_long_side: int) -> DecodedImage:
+    """Decode at reduced size where the format allows, within the pixel limit (run it
+    in_image_worker)."""
+    return decode_image(data, max_pixels=settings.max_image_pixels, min_long_side=min_long_side)
 
 
 def required_models(flags: AnalysisFlags) -> list[str]:

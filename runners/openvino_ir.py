@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 IR_FILE = "openvino_model.xml"  # and openvino_model.bin beside it
 ENGINE_ENV = "FESTORA_ENGINE"
-Engine = Literal["openvino", "torch"]
 
 
 def wanted_engine() -> Literal["auto", "torch"]:
