@@ -306,6 +306,20 @@ def test_nima_technical_and_aesthetic_are_not_swapped(monkeypatch: pytest.Monkey
     assert aesthetic._net.classifier[2].out_features == 10
 
 
+def test_nima_batches_across_forward_chunks_score_as_single_images(
+    runners: dict[str, Any],
+) -> None:
+    from runners.nima import FORWARD_CHUNK
+
+    photos = [preprocess.nima_input(p) for p in PHOTOS.values()]
+    batch = np.stack([photos[i % len(photos)] for i in range(2 * FORWARD_CHUNK + 1)])
+    runner = runners[NIMA_AESTHETIC.key]
+    batched = runner.score(batch)
+    single = np.concatenate([runner.score(batch[i : i + 1]) for i in range(len(batch))])
+    assert batched.shape == (len(batch),)
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
 def test_nima_technical_scale() -> None:
     from runners.nima import technical_score
 
