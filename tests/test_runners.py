@@ -31,6 +31,7 @@ from festora.models import (
     runner_config,
 )
 from festora.schemas import ModelStatus
+from runners.emotion import EMOTIONS
 
 
 def _photos() -> dict[str, np.ndarray]:
@@ -410,15 +411,7 @@ def test_emotion_finds_the_astronaut_and_no_face_elsewhere(runners: dict[str, An
     # astronaut() is 512 x 512 with Eileen Collins' face at about x 175-275, y 65-165
     assert 150 <= r["x"] + r["w"] / 2 <= 300 and 40 <= r["y"] + r["h"] / 2 <= 200
     assert 60 <= r["w"] <= 200
-    assert set(face["scores"]) == {
-        "angry",
-        "disgust",
-        "fear",
-        "happy",
-        "sad",
-        "surprise",
-        "neutral",
-    }
+    assert set(face["scores"]) == set(EMOTIONS)
     assert sum(face["scores"].values()) == pytest.approx(100.0, abs=1e-3)
     assert face["dominant_emotion"] == max(face["scores"], key=face["scores"].get)
     assert 0.0 <= face["face_confidence"] <= 1.0
