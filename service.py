@@ -65,7 +65,7 @@ from festora.schemas import (
 from runners.brisque import Brisque
 from runners.clip import CLIPEncoder
 from runners.emotion import EmotionDetector
-from runners.memory import trim_after_batch
+from runners.serving.memory import trim_after_batch
 from runners.nima import NimaAesthetic, NimaTechnical
 
 logger = logging.getLogger("festora.service")

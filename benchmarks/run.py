@@ -86,7 +86,7 @@ def server_env(extra: dict[str, str]) -> dict[str, str]:
 def runner_settings(env: dict[str, str]) -> dict[str, Any]:
     """What the runners resolve from the server's environment: precision and batching."""
     from festora.models import SPECS, runner_config
-    from runners.precision import PRECISION_ENV, compute_precision
+    from runners.serving.precision import PRECISION_ENV, compute_precision
 
     saved = dict(os.environ)
     os.environ.update(env)

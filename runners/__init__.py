@@ -12,8 +12,7 @@ Inputs come from `festora.preprocess`; weights from the BentoML model store
 `__init__`, so importing this package is cheap.
 
 Speed and memory (measured in benchmarks/RESULTS.md): NIMA and CLIP compute in bf16 where the
-CPU has native bf16 (`runners.precision`, FESTORA_PRECISION=auto|bf16|fp32); BRISQUE's features
-are computed by `runners.brisque_features` (the package's numbers, ~6x faster); runners hand
-freed heap back to the OS (`runners.memory`); `runners.base` and `runners.client_keepalive`
-keep the API service's connections to the runners from failing under load (BentoML 1.4.40).
+CPU has native bf16 (`runners.serving.precision`, FESTORA_PRECISION=auto|bf16|fp32); BRISQUE's
+features are computed by `runners.brisque_features` (the package's numbers, ~6x faster). What the
+runners share to be served well lives in `runners.serving`.
 """

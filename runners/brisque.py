@@ -9,14 +9,14 @@ import bentoml
 import numpy as np
 
 from festora.models import BRISQUE, Provenance, runner_config
-from runners.base import (
+from runners.serving.base import (
     ModelRunner,
     Uint8Array,
     check_image_list,
     service_options,
     set_threads,
 )
-from runners.memory import trim_after_batch
+from runners.serving.memory import trim_after_batch
 
 _CONFIG = runner_config(BRISQUE)
 # BRISQUE filters with a 7 x 7 window at full and at half scale; below this it is undefined.

@@ -9,7 +9,7 @@ import numpy as np
 
 from festora.config import get_settings
 from festora.models import CLIP, Provenance, runner_config
-from runners.base import (
+from runners.serving.base import (
     Float32Array,
     ModelRunner,
     Uint8Array,
@@ -17,9 +17,9 @@ from runners.base import (
     service_options,
     set_threads,
 )
-from runners.memory import skip_unused_gpu_compiler, trim_after_batch
-from runners.openvino_ir import compile_ir, input_size
-from runners.precision import compute_precision
+from runners.serving.memory import skip_unused_gpu_compiler, trim_after_batch
+from runners.serving.openvino_ir import compile_ir, input_size
+from runners.serving.precision import compute_precision
 
 if TYPE_CHECKING:
     import torch
@@ -33,7 +33,7 @@ def uint8_forward(
 ) -> torch.nn.Module:
     """The processor's rescale and normalisation, then the vision tower and projection, on the
     runner's own input (N x 224 x 224 x 3 uint8 RGB, resized and cropped by `clip_input`):
-    the graph exported to OpenVINO (`runners.openvino_ir`). Returns unnormalised embeddings."""
+    the graph exported to OpenVINO (`runners.serving.openvino_ir`). Returns unnormalised embeddings."""
     import torch
 
     scale = float(processor.rescale_factor) if processor.do_rescale else 1.0
@@ -71,7 +71,7 @@ class CLIPEncoder(ModelRunner):
             self._embed(np.zeros((1, self.size, self.size, 3), np.uint8))  # warm-up
             return
         self.engine = f"torch-{self.precision}"
-        skip_unused_gpu_compiler()  # before torch: see runners.memory
+        skip_unused_gpu_compiler()  # before torch: see runners.serving.memory
         import torch
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
         from transformers.utils import logging as hf_logging

@@ -13,14 +13,14 @@ import numpy as np
 
 from festora.config import get_settings
 from festora.models import EMOTION, Provenance, runner_config, sha256_file
-from runners.base import (
+from runners.serving.base import (
     ModelRunner,
     Uint8Array,
     check_image_list,
     service_options,
     set_threads,
 )
-from runners.memory import trim_after_batch
+from runners.serving.memory import trim_after_batch
 
 _CONFIG = runner_config(EMOTION)
 

@@ -9,7 +9,7 @@ backbone, options taken from pyiqa's model registry, and pyiqa's released weight
 - aesthetic (pyiqa `nima`): the mean of its 10-bin AVA score distribution, already 1-10.
 
 The runner computes with the OpenVINO IR exported at import (`uint8_forward`, see
-`runners.openvino_ir`), or with pyiqa's torch module where there is none.
+`runners.serving.openvino_ir`), or with pyiqa's torch module where there is none.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 
 from festora.models import NIMA_AESTHETIC, NIMA_TECHNICAL, ModelSpec, Provenance, runner_config
 from festora.preprocess import NIMA_SIZE
-from runners.base import (
+from runners.serving.base import (
     Float32Array,
     ModelRunner,
     Uint8Array,
@@ -34,9 +34,9 @@ from runners.base import (
     service_options,
     set_threads,
 )
-from runners.memory import skip_unused_gpu_compiler, trim_after_batch
-from runners.openvino_ir import compile_ir
-from runners.precision import compute_precision
+from runners.serving.memory import skip_unused_gpu_compiler, trim_after_batch
+from runners.serving.openvino_ir import compile_ir
+from runners.serving.precision import compute_precision
 
 if TYPE_CHECKING:
     import torch
@@ -99,7 +99,7 @@ def load_nima_weights(net: torch.nn.Module, path: Path) -> None:
 def uint8_forward(net: torch.nn.Module) -> torch.nn.Module:
     """pyiqa NIMA's eval forward (at 299 px: normalise, backbone, pool, head, distribution
     mean) on the runner's own input, N x 299 x 299 x 3 uint8 RGB: the graph exported to
-    OpenVINO (`runners.openvino_ir`)."""
+    OpenVINO (`runners.serving.openvino_ir`)."""
     import torch
     from pyiqa.archs.arch_util import dist_to_mos
 
@@ -161,7 +161,7 @@ class _Nima(ModelRunner):
             self._raw(np.zeros((1, NIMA_SIZE, NIMA_SIZE, 3), np.uint8))  # warm-up
             return
         self.engine = f"torch-{self.precision}"
-        skip_unused_gpu_compiler()  # before torch: see runners.memory
+        skip_unused_gpu_compiler()  # before torch: see runners.serving.memory
         import torch
 
         set_threads(self.config.num_threads)

@@ -52,7 +52,7 @@ from festora.models import (
     sha256_file,
 )
 from festora.preprocess import CLIP_SIZE, NIMA_SIZE
-from runners.openvino_ir import IR_FILE, export_ir
+from runners.serving.openvino_ir import IR_FILE, export_ir
 
 if TYPE_CHECKING:
     import bentoml

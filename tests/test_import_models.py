@@ -74,7 +74,7 @@ def test_nima_import_stores_an_openvino_ir_and_completes_older_imports(
     store: ModelStore,
 ) -> None:
     from runners.nima import build_nima, load_nima_weights, uint8_forward
-    from runners.openvino_ir import IR_FILE, compile_ir
+    from runners.serving.openvino_ir import IR_FILE, compile_ir
 
     lines: list[str] = []
     opts = options(store, lines, weights="random-init")

@@ -20,8 +20,8 @@ from sklearn.datasets import load_sample_images
 
 from festora import preprocess
 from festora.models import NIMA_AESTHETIC, NIMA_TECHNICAL
-from runners.openvino_ir import ENGINE_ENV
-from runners.precision import PRECISION_ENV, compute_precision, cpu_has_native_bf16
+from runners.serving.openvino_ir import ENGINE_ENV
+from runners.serving.precision import PRECISION_ENV, compute_precision, cpu_has_native_bf16
 
 needs_bf16 = pytest.mark.skipif(
     not cpu_has_native_bf16(), reason="no native bf16 on this CPU: FESTORA_PRECISION=auto is fp32"
@@ -121,7 +121,7 @@ def test_openvino_bf16_nima_features_match_fp32(model_store: Path) -> None:
 
     from festora.models import resolve
     from runners.nima import build_nima, load_nima_weights
-    from runners.openvino_ir import compile_ir, export_ir
+    from runners.serving.openvino_ir import compile_ir, export_ir
 
     _, prov = resolve(NIMA_TECHNICAL)
     net = build_nima(NIMA_TECHNICAL)

@@ -237,7 +237,7 @@ def torch_runner(key: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A runner computing with torch (FESTORA_ENGINE=torch) instead of the stored OpenVINO IR."""
     from runners.clip import CLIPEncoder
     from runners.nima import NimaAesthetic, NimaTechnical
-    from runners.openvino_ir import ENGINE_ENV
+    from runners.serving.openvino_ir import ENGINE_ENV
 
     monkeypatch.setenv(ENGINE_ENV, "torch")
     cls = {CLIP.key: CLIPEncoder, NIMA_TECHNICAL.key: NimaTechnical}.get(key, NimaAesthetic)

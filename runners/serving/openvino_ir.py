@@ -13,7 +13,7 @@ IR in its stored model, or with FESTORA_ENGINE=torch, computes with torch as bef
 
 Each exported graph takes the runner's own input, N x S x S x 3 uint8 RGB, and does the pixel
 scaling and normalisation inside, so the runner hands its batch over as it is. Precision follows
-FESTORA_PRECISION (`runners.precision`): bf16 or f32 inference.
+FESTORA_PRECISION (`runners.serving.precision`): bf16 or f32 inference.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from runners.precision import Precision
+from runners.serving.precision import Precision
 
 if TYPE_CHECKING:
     import torch

@@ -19,8 +19,8 @@ from festora.config import get_settings
 from festora.logs import configure_logging
 from festora.models import ModelSpec, Provenance, RunnerConfig, resolve, runner_config
 from festora.schemas import ModelStatus
-from runners import batching, client_keepalive
-from runners.memory import limit_heap_arenas, release_free_memory
+from runners.serving import batching, client_keepalive
+from runners.serving.memory import limit_heap_arenas, release_free_memory
 
 logger = logging.getLogger("festora.runners")
 
