@@ -32,8 +32,8 @@ def uint8_forward(
     model: CLIPVisionModelWithProjection, processor: CLIPImageProcessor
 ) -> torch.nn.Module:
     """The processor's rescale and normalisation, then the vision tower and projection, on the
-    runner's own input (N x 224 x 224 x 3 uint8 RGB, resized and cropped by `clip_input`):
-    the graph exported to OpenVINO (`runners.serving.openvino_ir`). Returns unnormalised embeddings."""
+    runner's own input (N x 224 x 224 x 3 uint8 RGB, resized and cropped by `clip_input`): the
+    graph exported to OpenVINO (`runners.serving.openvino_ir`). Returns unnormalised embeddings."""
     import torch
 
     scale = float(processor.rescale_factor) if processor.do_rescale else 1.0

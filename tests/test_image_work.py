@@ -12,8 +12,10 @@ import pytest
 from PIL import Image
 from skimage import data
 
-import service
 from festora import preprocess
+from festora.analysis import prepare
+from festora.config import get_settings
+from festora.image_workers import IMAGE_WORKERS, in_image_worker
 from festora.schemas import AnalysisFlags
 
 
@@ -32,11 +34,11 @@ def test_image_work_runs_at_most_one_job_per_core() -> None:
 
     async def burst() -> None:
         async with anyio.create_task_group() as tasks:
-            for _ in range(3 * service.IMAGE_WORKERS + 1):
-                tasks.start_soon(service.in_image_worker, work)
+            for _ in range(3 * IMAGE_WORKERS + 1):
+                tasks.start_soon(in_image_worker, work)
 
     anyio.run(burst)
-    assert most == service.IMAGE_WORKERS
+    assert most == IMAGE_WORKERS
 
 
 def camera_jpeg(width: int = 4000, height: int = 3000) -> bytes:
@@ -53,7 +55,7 @@ def test_prepare_keeps_only_the_model_inputs(embedding_only: bool) -> None:
         if embedding_only
         else AnalysisFlags()
     )
-    prepared = anyio.run(service.prepare, camera_jpeg(), flags)
+    prepared = anyio.run(prepare, camera_jpeg(), flags, get_settings())
 
     assert (prepared.width, prepared.height) == (4000, 3000)
     arrays = {k: v for k, v in prepared.inputs.items() if isinstance(v, np.ndarray)}

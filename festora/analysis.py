@@ -1,0 +1,231 @@
+"""How one image is analysed: decode once, derive each model's small input, fan out to the
+runners concurrently, assemble the v1 `ImageAnalysisResult`.
+
+Every route that analyses (single, upload, batch, LLM metrics, cull) goes through
+`ImageAnalyzer`, so they all see the same numbers. The decoded pixels never outlive `prepare`:
+only the small arrays the runners need cross a process boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from festora import preprocess
+from festora.blur import measure_blur
+from festora.config import Settings
+from festora.errors import ApiError
+from festora.image_workers import in_image_worker
+from festora.images import DecodedImage, decode_image
+from festora.ingest import read_image_bytes
+from festora.labels import aesthetic_label, quality_label
+from festora.schemas import (
+    AestheticResult,
+    AnalysisFlags,
+    EmbeddingResult,
+    EmotionResult,
+    FaceEmotion,
+    ImageAnalysisResult,
+    ImageInput,
+    QualityResult,
+)
+
+logger = logging.getLogger("festora.analysis")
+
+
+class ModelClients(Protocol):
+    """The runner clients an analysis calls (the API service's `bentoml.depends`)."""
+
+    clip: Any
+    nima_technical: Any
+    nima_aesthetic: Any
+    brisque: Any
+    emotion: Any
+
+
+def required_models(flags: AnalysisFlags) -> list[str]:
+    """The runners (by /health name) the requested analyses need."""
+    models: list[str] = []
+    if flags.run_quality:
+        models += ["brisque", "nima_technical", "nima_aesthetic"]
+    if flags.run_emotion:
+        models.append("emotion")
+    if flags.run_embedding:
+        models.append("clip")
+    return models
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """What the analyses need of one image: its size and each model's small input array."""
+
+    width: int
+    height: int
+    inputs: dict[str, Any]
+
+
+def decode_size(flags: AnalysisFlags, settings: Settings) -> int:
+    """The smallest long side the requested analyses need, so JPEGs decode at reduced size."""
+    sizes = [preprocess.CLIP_SIZE]
+    if flags.run_blur:
+        sizes.append(settings.blur_analysis_size)
+    if flags.run_quality:
+        sizes += [preprocess.NIMA_SIZE, preprocess.BRISQUE_LONG_SIDE]
+    if flags.run_emotion:
+        sizes.append(preprocess.EMOTION_LONG_SIDE)
+    return max(sizes)
+
+
+def decode(data: bytes, min_long_side: int, settings: Settings) -> DecodedImage:
+    """Decode at reduced size where the format allows, within the pixel limit (run it
+    in_image_worker)."""
+    return decode_image(data, max_pixels=settings.max_image_pixels, min_long_side=min_long_side)
+
+
+def prepare_inputs(
+    decoded: DecodedImage, flags: AnalysisFlags, settings: Settings
+) -> PreparedImage:
+    """Every requested model's input, derived from the one decode (run it in_image_worker)."""
+    rgb = decoded.rgb
+    inputs: dict[str, Any] = {}
+    if flags.run_blur:
+        inputs["blur"] = measure_blur(
+            rgb, analysis_size=settings.blur_analysis_size, threshold=settings.blur_threshold
+        )
+    if flags.run_quality:
+        inputs["nima"] = preprocess.nima_input(rgb)
+        inputs["brisque"] = preprocess.brisque_input(rgb)
+    if flags.run_emotion:
+        face_image, scale = preprocess.emotion_input(rgb)
+        inputs["emotion"] = face_image
+        inputs["emotion_scale"] = scale * rgb.shape[1] / decoded.width
+    if flags.run_embedding:
+        inputs["clip"] = preprocess.clip_input(rgb)
+    return PreparedImage(width=decoded.width, height=decoded.height, inputs=inputs)
+
+
+async def prepare(data: bytes, flags: AnalysisFlags, settings: Settings) -> PreparedImage:
+    """Decode once, at the smallest size the analyses allow, and derive every model's input;
+    the decoded pixels never outlive this call."""
+    return await in_image_worker(
+        lambda: prepare_inputs(
+            decode(data, decode_size(flags, settings), settings), flags, settings
+        )
+    )
+
+
+class ImageAnalyzer:
+    def __init__(self, models: ModelClients, settings: Settings) -> None:
+        self.models = models
+        self.settings = settings
+
+    async def analyze(self, image: ImageInput, flags: AnalysisFlags) -> ImageAnalysisResult:
+        """Fetch or decode the input, then analyse it; raises ApiError for a bad image."""
+        started = time.perf_counter()
+        data = await read_image_bytes(image, self.settings)
+        result = await self.analyze_bytes(data, flags)
+        result.image_id = image.image_id
+        result.source_url = image.url
+        result.processing_time_ms = _ms_since(started)
+        logger.info(
+            "image analysed",
+            extra={
+                "image_id": image.image_id,
+                "width_px": result.width_px,
+                "height_px": result.height_px,
+                "processing_time_ms": result.processing_time_ms,
+            },
+        )
+        return result
+
+    async def analyze_bytes(self, data: bytes, flags: AnalysisFlags) -> ImageAnalysisResult:
+        started = time.perf_counter()
+        result = await self.analyze_prepared(await prepare(data, flags, self.settings), flags)
+        result.processing_time_ms = _ms_since(started)
+        return result
+
+    async def analyze_isolated(
+        self, image: ImageInput, flags: AnalysisFlags
+    ) -> ImageAnalysisResult:
+        """One image of many: its failure becomes its `error`, never the whole request's."""
+        started = time.perf_counter()
+        try:
+            return await self.analyze(image, flags)
+        except ApiError as exc:
+            error, code = exc.message, exc.code
+            logger.warning("image rejected", extra={"image_id": image.image_id, "error": code})
+        except Exception:
+            logger.exception("image failed", extra={"image_id": image.image_id})
+            error, code = "internal error while analysing this image", "internal_error"
+        return ImageAnalysisResult(
+            image_id=image.image_id,
+            source_url=image.url,
+            processing_time_ms=_ms_since(started),
+            error=error,
+            error_code=code,
+        )
+
+    async def analyze_prepared(
+        self, prepared: PreparedImage, flags: AnalysisFlags
+    ) -> ImageAnalysisResult:
+        """Send each requested runner its input, all at once, and assemble what they return."""
+        inputs, models = prepared.inputs, self.models
+        calls: dict[str, Any] = {}
+        if flags.run_quality:
+            calls["brisque"] = models.brisque.to_async.score([inputs["brisque"]])
+            calls["nima_technical"] = models.nima_technical.to_async.score(inputs["nima"][None])
+            calls["nima_aesthetic"] = models.nima_aesthetic.to_async.score(inputs["nima"][None])
+        if flags.run_emotion:
+            calls["emotion"] = models.emotion.to_async.detect([inputs["emotion"]])
+        if flags.run_embedding:
+            calls["clip"] = models.clip.to_async.encode(inputs["clip"][None])
+        outputs = dict(zip(calls, await asyncio.gather(*calls.values()), strict=True))
+
+        result = ImageAnalysisResult(width_px=prepared.width, height_px=prepared.height)
+        if flags.run_blur:
+            result.blur = inputs["blur"]
+        if flags.run_quality:
+            self._add_quality(result, outputs)
+        if flags.run_emotion:
+            faces = preprocess.scale_faces(
+                outputs["emotion"][0], inputs["emotion_scale"], prepared.width, prepared.height
+            )
+            if faces:
+                result.emotion = EmotionResult(
+                    faces_detected=len(faces), faces=[FaceEmotion.model_validate(f) for f in faces]
+                )
+        if flags.run_embedding:
+            vector = np.asarray(outputs["clip"][0], dtype=np.float32)
+            result.embedding = EmbeddingResult(
+                model=self.settings.clip_model_name, dimensions=vector.size, vector=vector.tolist()
+            )
+        return result
+
+    @staticmethod
+    def _add_quality(result: ImageAnalysisResult, outputs: dict[str, Any]) -> None:
+        technical = float(outputs["nima_technical"][0])
+        aesthetic = float(outputs["nima_aesthetic"][0])
+        brisque = outputs["brisque"][0]
+        if brisque is None:
+            result.warnings.append(
+                "quality omitted: BRISQUE is undefined for this image (no local contrast, "
+                "or a side under 16 px at the analysis size)"
+            )
+        else:
+            result.quality = QualityResult(
+                brisque_score=round(float(brisque), 4),
+                nima_technical_score=round(technical, 4),
+                overall_quality=quality_label(float(brisque), technical),
+            )
+        result.aesthetic = AestheticResult(
+            nima_aesthetic_score=round(aesthetic, 4), aesthetic_label=aesthetic_label(aesthetic)
+        )
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

@@ -1,0 +1,38 @@
+"""CPU-bound image work (decoding, resizing) off the event loop, at most one image per core.
+
+A burst of photos then waits as compressed bytes rather than as decoded megapixels, and heap
+pages freed by finished images go back to the system (at most once a second), so the process
+does not stay as large as its busiest moment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from functools import cache
+from typing import TypeVar
+
+import anyio
+
+from runners.serving.memory import trim_after_batch
+
+# More workers than cores only adds decoded images in memory.
+IMAGE_WORKERS = (
+    len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+)
+T = TypeVar("T")
+
+
+async def in_image_worker(work: Callable[[], T]) -> T:
+    def work_then_trim() -> T:
+        try:
+            return work()
+        finally:
+            trim_after_batch()  # in the worker: a trim takes milliseconds
+
+    return await anyio.to_thread.run_sync(work_then_trim, limiter=_limiter())
+
+
+@cache
+def _limiter() -> anyio.CapacityLimiter:
+    return anyio.CapacityLimiter(IMAGE_WORKERS)
