@@ -34,9 +34,11 @@ serve: models
 	$(BIN)/bentoml serve service:FestoraVision --host 0.0.0.0 --port $(PORT)
 
 test: setup
+	scripts/install_test_packages.sh
 	$(BIN)/python -m pytest
 
 test-fast: setup
+	scripts/install_test_packages.sh
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: setup
