@@ -1,0 +1,3 @@
+from festora.cli.app import main
+
+main()

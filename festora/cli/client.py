@@ -1,0 +1,128 @@
+"""The CLI's view of a running Festora service: analyse one photo, cull a set of analyses.
+
+Plain httpx on the documented v1 routes (the wire contract in API.md), so the CLI needs nothing
+from the server's code. One `httpx.Client` is shared by every worker thread (it is thread-safe
+and pools connections). "Busy" answers (429 rate_limited, 503 overloaded / model_unavailable)
+are retried after the server's Retry-After, because a whole event is worth waiting for.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pybase64
+
+from festora import __version__
+
+# Statuses that mean "try again later", with the server's Retry-After when it sends one.
+_BUSY = frozenset({429, 503})
+_MAX_ATTEMPTS = 8
+_MAX_WAIT_SECONDS = 30.0
+# Per-image refusals: the photo itself is the problem, so it is recorded as failed for good.
+PHOTO_ERRORS = frozenset({413, 422})
+
+
+class ServiceError(Exception):
+    """The service cannot do the work at all (unreachable, wrong key, server fault)."""
+
+
+class Unauthorized(ServiceError):
+    pass
+
+
+class PhotoRejected(Exception):
+    """The service refused this photo (corrupt, not an image, too large): it stays failed."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class FestoraClient:
+    def __init__(self, url: str, *, api_key: str | None = None, timeout: float = 300.0) -> None:
+        headers = {"User-Agent": f"festora-cli/{__version__}"}
+        if api_key:
+            headers["X-Api-Key"] = api_key
+        self._http = httpx.Client(
+            base_url=url.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=10.0),
+        )
+
+    def __enter__(self) -> FestoraClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def check_ready(self) -> None:
+        """Fail early, before any photo is read, when the service is down or not ready."""
+        try:
+            response = self._http.get("/readyz", timeout=10.0)
+        except httpx.HTTPError as exc:
+            raise ServiceError(f"cannot reach the service at {self._http.base_url}: {exc}") from exc
+        if response.status_code != 200:
+            raise ServiceError(
+                f"the service at {self._http.base_url} is not ready "
+                f"(/readyz answered {response.status_code}); see its /health"
+            )
+
+    def analyze(self, data: bytes, image_id: str) -> dict[str, Any]:
+        """The v1 `ImageAnalysisResult` of one photo, every analysis on."""
+        body = {"image": {"data": pybase64.b64encode(data).decode(), "image_id": image_id}}
+        return self._post("/v1/analyze", body)["result"]
+
+    def cull(self, analyses: list[dict[str, Any]]) -> dict[str, Any]:
+        """The /v1/cull response for analyses that each carry a unique `image_id`."""
+        return self._post("/v1/cull", {"analyses": analyses})
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        for attempt in range(1, _MAX_ATTEMPTS + 1):
+            try:
+                response = self._http.post(path, json=body)
+            except httpx.TransportError as exc:
+                if attempt == _MAX_ATTEMPTS:
+                    raise ServiceError(f"{path}: {exc}") from exc
+                time.sleep(min(2.0**attempt, _MAX_WAIT_SECONDS))
+                continue
+            if response.status_code in _BUSY and attempt < _MAX_ATTEMPTS:
+                time.sleep(_retry_after(response, attempt))
+                continue
+            return _json_or_raise(path, response)
+        raise AssertionError("unreachable")  # the last attempt always returns or raises
+
+
+def _retry_after(response: httpx.Response, attempt: int) -> float:
+    try:
+        seconds = float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        seconds = 2.0**attempt
+    return min(max(seconds, 0.5), _MAX_WAIT_SECONDS)
+
+
+def _json_or_raise(path: str, response: httpx.Response) -> dict[str, Any]:
+    if response.status_code == 200:
+        return response.json()
+    code, message = _envelope(response)
+    if response.status_code == 401:
+        raise Unauthorized(f"{path}: {message} (pass the service's key with --api-key)")
+    if response.status_code in PHOTO_ERRORS and path == "/v1/analyze":
+        raise PhotoRejected(code, message)
+    raise ServiceError(f"{path} answered {response.status_code} {code}: {message}")
+
+
+def _envelope(response: httpx.Response) -> tuple[str, str]:
+    """`(error, message)` of the v1 error envelope, or of whatever else came back."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "error" in body:
+        return str(body["error"]), str(body.get("message", ""))
+    return f"http_{response.status_code}", response.text[:200] or response.reason_phrase
