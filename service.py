@@ -118,12 +118,18 @@ class FestoraVision:
         run_quality: bool = True,
         run_emotion: bool = True,
         run_embedding: bool = True,
+        run_exposure: bool = True,
+        run_fingerprint: bool = True,
+        run_metadata: bool = True,
     ) -> AnalyzeResponse:
         flags = AnalysisFlags(
             run_blur=run_blur,
             run_quality=run_quality,
             run_emotion=run_emotion,
             run_embedding=run_embedding,
+            run_exposure=run_exposure,
+            run_fingerprint=run_fingerprint,
+            run_metadata=run_metadata,
         )
         try:
             if image.stat().st_size > settings.max_image_size_bytes:

@@ -20,10 +20,13 @@ from festora import preprocess
 from festora.blur import measure_blur
 from festora.config import Settings
 from festora.errors import ApiError
+from festora.exposure import measure_exposure
+from festora.fingerprint import fingerprint
 from festora.image_workers import in_image_worker
 from festora.images import DecodedImage, decode_image
 from festora.ingest import read_image_bytes
 from festora.labels import aesthetic_label, quality_label
+from festora.metadata import read_metadata
 from festora.schemas import (
     AestheticResult,
     AnalysisFlags,
@@ -90,9 +93,16 @@ def decode(data: bytes, min_long_side: int, settings: Settings) -> DecodedImage:
 def prepare_inputs(
     decoded: DecodedImage, flags: AnalysisFlags, settings: Settings
 ) -> PreparedImage:
-    """Every requested model's input, derived from the one decode (run it in_image_worker)."""
+    """Every requested model's input, and the cheap analyses, derived from the one decode (run
+    it in_image_worker)."""
     rgb = decoded.rgb
     inputs: dict[str, Any] = {}
+    if flags.run_exposure:
+        inputs["exposure"] = measure_exposure(rgb)
+    if flags.run_fingerprint:
+        inputs["fingerprint"] = fingerprint(rgb, decoded.sha256)
+    if flags.run_metadata:
+        inputs["metadata"] = read_metadata(decoded.exif)
     if flags.run_blur:
         inputs["blur"] = measure_blur(
             rgb, analysis_size=settings.blur_analysis_size, threshold=settings.blur_threshold
@@ -186,9 +196,14 @@ class ImageAnalyzer:
             calls["clip"] = models.clip.to_async.encode(inputs["clip"][None])
         outputs = dict(zip(calls, await asyncio.gather(*calls.values()), strict=True))
 
-        result = ImageAnalysisResult(width_px=prepared.width, height_px=prepared.height)
-        if flags.run_blur:
-            result.blur = inputs["blur"]
+        result = ImageAnalysisResult(
+            width_px=prepared.width,
+            height_px=prepared.height,
+            blur=inputs.get("blur"),
+            exposure=inputs.get("exposure"),
+            fingerprint=inputs.get("fingerprint"),
+            metadata=inputs.get("metadata"),
+        )
         if flags.run_quality:
             self._add_quality(result, outputs)
         if flags.run_emotion:

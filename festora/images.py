@@ -6,14 +6,20 @@ orientation is applied, and every mode (CMYK, 16-bit, palette, alpha, grayscale)
 RGB uint8, with transparency composited onto white. Only the formats in `SUPPORTED_FORMATS`
 are parsed: no other Pillow plugin (EPS, PSD, ...) ever sees the bytes.
 
+The same open also yields what the cheap analyses need of the file: the SHA-256 of its bytes and
+its EXIF tags (read before orientation is applied; the GPS block is never read).
+
 Decoding is thread-safe: each call owns its Image objects and no global Pillow state is changed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pillow_heif
@@ -31,6 +37,9 @@ Image.init()
 _SWAPS_AXES = frozenset({5, 6, 7, 8})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _WHITE = (255, 255, 255, 255)
+_SUB_IFD_POINTERS = frozenset(
+    {ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo, ExifTags.IFD.Interop, ExifTags.IFD.IFD1}
+)
 _UNSUPPORTED = (
     "the data is not an image in a supported format, or its header is corrupt "
     f"(supported: {', '.join(SUPPORTED_FORMATS)})"
@@ -47,12 +56,16 @@ class DecodedImage:
 
     `rgb` is H x W x 3 uint8, C-contiguous and read-only (it is shared by every analysis of the
     image: copy before modifying). It may be smaller than the original when the decode was
-    reduced; `width` and `height` are always the full size after EXIF orientation.
+    reduced; `width` and `height` are always the full size after EXIF orientation. `sha256` is
+    the hex digest of the file bytes; `exif` maps EXIF tag ids to values, the main IFD and the
+    Exif sub-IFD merged (see `festora.metadata`), without GPS.
     """
 
     rgb: np.ndarray
     width: int
     height: int
+    sha256: str = ""
+    exif: dict[int, Any] = field(default_factory=dict)
 
 
 def decode_image(data: bytes, *, max_pixels: int, min_long_side: int | None = None) -> DecodedImage:
@@ -75,7 +88,8 @@ def decode_image(data: bytes, *, max_pixels: int, min_long_side: int | None = No
             if min_long_side is not None:
                 _draft(image, min_long_side)
             image.load()
-            if image.getexif().get(ExifTags.Base.Orientation) in _SWAPS_AXES:
+            exif = _exif_tags(image)
+            if exif.get(ExifTags.Base.Orientation) in _SWAPS_AXES:
                 width, height = height, width
             ImageOps.exif_transpose(image, in_place=True)
             rgb = np.asarray(_to_rgb(image))
@@ -87,7 +101,19 @@ def decode_image(data: bytes, *, max_pixels: int, min_long_side: int | None = No
         ) from exc
     except _MALFORMED as exc:
         raise ImageDecodeError("the image is corrupt or truncated") from exc
-    return DecodedImage(rgb=rgb, width=width, height=height)
+    return DecodedImage(
+        rgb=rgb, width=width, height=height, sha256=hashlib.sha256(data).hexdigest(), exif=exif
+    )
+
+
+def _exif_tags(image: Image.Image) -> dict[int, Any]:
+    """The main IFD and the Exif sub-IFD (capture time, exposure, lens, serial) in one dict."""
+    exif = image.getexif()
+    tags = {tag: value for tag, value in exif.items() if tag not in _SUB_IFD_POINTERS}
+    if ExifTags.IFD.Exif in exif:
+        with contextlib.suppress(*_MALFORMED):  # a broken sub-IFD loses its tags, not the image
+            tags.update(exif.get_ifd(ExifTags.IFD.Exif))
+    return tags
 
 
 def _pixel_limit(max_pixels: int) -> int:

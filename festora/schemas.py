@@ -34,6 +34,9 @@ class AnalysisFlags(BaseModel):
     run_quality: bool = True
     run_emotion: bool = True
     run_embedding: bool = True
+    run_exposure: bool = True
+    run_fingerprint: bool = True
+    run_metadata: bool = True
 
 
 class AnalyzeRequest(AnalysisFlags):
@@ -98,6 +101,36 @@ class EmbeddingResult(BaseModel):
     vector: list[float]
 
 
+class ExposureResult(BaseModel):
+    mean_luminance: float = Field(description="Mean luma (Rec. 601), 0 = black, 1 = white")
+    highlights_clipped: float = Field(description="Fraction of pixels with luma >= 250 of 255")
+    shadows_clipped: float = Field(description="Fraction of pixels with luma <= 5 of 255")
+    verdict: Literal["underexposed", "ok", "overexposed"]
+    analysis_size_px: int = Field(description="Long side, in pixels, the fractions are measured at")
+
+
+class FingerprintResult(BaseModel):
+    sha256: str = Field(description="Hex SHA-256 of the file bytes (exact duplicates)")
+    phash: str = Field(description="64-bit DCT perceptual hash, 16 hex chars (similar frames)")
+
+
+class MetadataResult(BaseModel):
+    """From the file's EXIF; each field null when absent or unreadable. GPS is never returned."""
+
+    captured_at: str | None = Field(
+        None, description="ISO 8601 from DateTimeOriginal, SubSecTimeOriginal, OffsetTimeOriginal"
+    )
+    camera_make: str | None = None
+    camera_model: str | None = None
+    camera_serial: str | None = None
+    lens_model: str | None = None
+    focal_length_mm: float | None = None
+    f_number: float | None = None
+    exposure_time_s: float | None = None
+    iso: int | None = None
+    orientation: int | None = Field(None, description="EXIF orientation 1-8 (already applied)")
+
+
 class ImageAnalysisResult(BaseModel):
     image_id: str | None = None
     source_url: str | None = None
@@ -108,6 +141,9 @@ class ImageAnalysisResult(BaseModel):
     aesthetic: AestheticResult | None = None
     emotion: EmotionResult | None = None
     embedding: EmbeddingResult | None = None
+    exposure: ExposureResult | None = None
+    fingerprint: FingerprintResult | None = None
+    metadata: MetadataResult | None = None
     processing_time_ms: float = 0.0
     error: str | None = None
     error_code: str | None = Field(None, description="Machine-readable code of `error`")

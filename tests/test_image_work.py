@@ -61,7 +61,7 @@ def test_prepare_keeps_only_the_model_inputs(embedding_only: bool) -> None:
     arrays = {k: v for k, v in prepared.inputs.items() if isinstance(v, np.ndarray)}
     assert arrays["clip"].shape == (preprocess.CLIP_SIZE, preprocess.CLIP_SIZE, 3)
     if embedding_only:
-        assert set(prepared.inputs) == {"clip"}
+        assert set(prepared.inputs) == {"clip", "exposure", "fingerprint", "metadata"}
         return
     assert arrays["nima"].shape == (preprocess.NIMA_SIZE, preprocess.NIMA_SIZE, 3)
     assert max(arrays["brisque"].shape) == preprocess.BRISQUE_LONG_SIDE
