@@ -38,6 +38,7 @@ from festora.middleware.auth import ApiKeyMiddleware
 from festora.middleware.body_limit import BodyLimitMiddleware
 from festora.middleware.envelope import ErrorEnvelopeMiddleware
 from festora.middleware.ratelimit import RateLimitMiddleware
+from festora.models import BRISQUE, CLIP, EMOTION, NIMA_AESTHETIC, NIMA_TECHNICAL, runner_url
 from festora.schemas import (
     AnalysisFlags,
     AnalyzeRequest,
@@ -77,11 +78,13 @@ health_app = Starlette()
     },
 )
 class FestoraVision:
-    clip = bentoml.depends(CLIPEncoder)
-    nima_technical = bentoml.depends(NimaTechnical)
-    nima_aesthetic = bentoml.depends(NimaAesthetic)
-    brisque = bentoml.depends(Brisque)
-    emotion = bentoml.depends(EmotionDetector)
+    # A runner whose <PREFIX>_URL is set is called there (served on its own, e.g. on a GPU
+    # node) and not started by `bentoml serve`; the others run as local processes.
+    clip = bentoml.depends(CLIPEncoder, url=runner_url(CLIP))
+    nima_technical = bentoml.depends(NimaTechnical, url=runner_url(NIMA_TECHNICAL))
+    nima_aesthetic = bentoml.depends(NimaAesthetic, url=runner_url(NIMA_AESTHETIC))
+    brisque = bentoml.depends(Brisque, url=runner_url(BRISQUE))
+    emotion = bentoml.depends(EmotionDetector, url=runner_url(EMOTION))
 
     def __init__(self) -> None:
         self.analyzer = ImageAnalyzer(self, settings)

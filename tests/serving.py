@@ -36,19 +36,25 @@ class Server:
 
 @contextmanager
 def serve(
-    env: dict[str, str], log_path: Path, target: str = "service:FestoraVision"
+    env: dict[str, str],
+    log_path: Path,
+    target: str = "service:FestoraVision",
+    *,
+    port: int | None = None,
+    ready_path: str = "/readyz",
 ) -> Iterator[Server]:
-    """Serve `target` (the project's service, or a Bento tag) with `env` on top of ours; wait
-    for /readyz; stop it after."""
-    port = free_port()
-    with log_path.open("wb") as log:
+    """Serve `target` (the project's service, a runner such as `runners.clip:CLIPEncoder`, or a
+    Bento tag) with `env` on top of ours on `port` (default: a free one); wait for `ready_path`
+    to answer 200; stop it after."""
+    port = port or free_port()
+    with log_path.open("ab") as log:
         process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "bentoml",
                 "serve",
-                "service:FestoraVision",
+                target,
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -62,7 +68,7 @@ def serve(
         )
     server = Server(url=f"http://127.0.0.1:{port}", log_path=log_path)
     try:
-        wait_ready(server, process)
+        wait_ready(server, process, ready_path)
         yield server
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -73,13 +79,15 @@ def serve(
             process.wait()
 
 
-def wait_ready(server: Server, process: subprocess.Popen[bytes]) -> None:
+def wait_ready(
+    server: Server, process: subprocess.Popen[bytes], ready_path: str = "/readyz"
+) -> None:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"bentoml serve exited early:\n{server.log()[-4000:]}")
         try:
-            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{server.url}{ready_path}", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
