@@ -50,6 +50,7 @@ from festora.schemas import (
     ImageAnalysisResult,
     ImageInput,
 )
+from festora.shared_state import connect
 from runners.brisque import Brisque
 from runners.clip import CLIPEncoder
 from runners.emotion import EmotionDetector
@@ -58,6 +59,7 @@ from runners.nima import NimaAesthetic, NimaTechnical
 logger = logging.getLogger("festora.service")
 settings = get_settings()
 configure_logging(settings)
+shared_state = connect(settings)  # REDIS_URL: state shared by every replica, else None
 
 health_app = Starlette()
 
@@ -243,5 +245,7 @@ if settings.rate_limit_enabled:
         RateLimitMiddleware,
         per_minute=settings.rate_limit_per_minute,
         burst=settings.rate_limit_burst,
+        redis=shared_state,
+        redis_failure=settings.rate_limit_redis_failure,
     )
 FestoraVision.add_asgi_middleware(ErrorEnvelopeMiddleware)

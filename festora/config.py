@@ -28,6 +28,17 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(60, ge=1)
     rate_limit_burst: int = Field(10, ge=0)
 
+    # Shared state across API replicas. Unset: every replica keeps its own (one machine).
+    # The URL may hold a password (redis://:secret@host:6379/0): never logged.
+    redis_url: SecretStr | None = None
+    # A Redis call that takes longer counts as Redis being away (seconds).
+    redis_timeout_seconds: float = Field(0.5, gt=0)
+    # While Redis is away the rate limit lets requests through ("open") or refuses them with
+    # 503 rate_limit_unavailable ("closed").
+    rate_limit_redis_failure: Literal["open", "closed"] = "open"
+    # With REDIS_URL: how long an analysis is kept for a re-sent identical photo (0 = no cache).
+    cache_ttl_seconds: int = Field(0, ge=0)
+
     # Image ingestion
     max_image_fetch_timeout_seconds: float = Field(15.0, gt=0)
     image_connect_timeout_seconds: float = Field(5.0, gt=0)
@@ -76,6 +87,10 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(o.strip() for o in value.split(",") if o.strip())
         return value
+
+    @property
+    def redis_enabled(self) -> bool:
+        return self.redis_url is not None and bool(self.redis_url.get_secret_value().strip())
 
     @property
     def auth_enabled(self) -> bool:
