@@ -52,7 +52,11 @@ class RunSummary:
 
 
 class ImagesPerSecond(ProgressColumn):
+    """Analysis throughput; blank for the hashing pass, whose files/s says nothing useful."""
+
     def render(self, task: Task) -> Text:
+        if not task.fields.get("analysing"):
+            return Text("")
         speed = task.finished_speed or task.speed
         return Text("-- images/s" if speed is None else f"{speed:.2f} images/s", style="cyan")
 
@@ -86,7 +90,6 @@ def analyse_folder(
         pending: list[Pending] = []
         check = lambda photo: _check(photo, log, thumbs)  # noqa: E731
         for photo, outcome in _run_all(photos, check, concurrency, summary):
-            progress.advance(checking)
             if isinstance(outcome, Pending):
                 pending.append(outcome)
             elif isinstance(outcome, Record):
@@ -95,6 +98,7 @@ def analyse_folder(
                 summary.skipped += 1
             elif isinstance(outcome, Exception):
                 summary.not_analysed[photo.relpath] = f"cannot read the file: {outcome}"
+            progress.update(checking, advance=1, failed=len(summary.not_analysed))
         if summary.interrupted:
             return summary
 
@@ -106,7 +110,7 @@ def analyse_folder(
                 copies[item.sha256].append(item)
             else:
                 first[item.sha256] = item
-        analysing = progress.add_task("Analysing", total=len(pending), failed=0)
+        analysing = progress.add_task("Analysing", total=len(pending), failed=0, analysing=True)
         failed = 0
         by_photo = {item.photo: item for item in first.values()}
         for photo, outcome in _run_all(
