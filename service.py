@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
 
+from festora import request_parsing
 from festora.analysis import ImageAnalyzer, decode, decode_size, prepare_inputs, required_models
 from festora.clustering import cluster_embeddings
 from festora.config import get_settings
@@ -60,6 +61,7 @@ logger = logging.getLogger("festora.service")
 settings = get_settings()
 configure_logging(settings)
 shared_state = connect(settings)  # REDIS_URL: state shared by every replica, else None
+request_parsing.install()
 
 health_app = Starlette()
 
@@ -70,13 +72,14 @@ health_app = Starlette()
     workers=1,
     traffic={"timeout": 300},
     http={
+        "port": settings.port,
         "cors": {
             "enabled": True,
             "access_control_allow_origins": list(settings.cors_allow_origins),
             "access_control_allow_methods": ["GET", "POST", "OPTIONS"],
             "access_control_allow_headers": ["Content-Type", "X-Api-Key", "Authorization"],
             "access_control_expose_headers": ["Retry-After"],
-        }
+        },
     },
 )
 class FestoraVision:

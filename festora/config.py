@@ -1,22 +1,37 @@
-"""Configuration from the environment, read in one place.
+"""Configuration from the environment and `.env`, read in one place.
 
 Every name matches the original FastAPI service (see `.env.example`), so a deployment's
-environment carries over unchanged. Blank values count as unset.
+environment carries over unchanged. Blank values count as unset. Like the original, a `.env`
+file is read too: the project's (a Bento's `src/`, where `bentoml serve` runs) and then the
+current directory's; a variable set in the environment wins over both.
 """
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Literal
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from festora import __version__
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# Later files win, as in pydantic-settings.
+ENV_FILES = (PROJECT_ROOT / ".env", Path(".env"))
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_file=ENV_FILES, env_ignore_empty=True, extra="ignore", frozen=True
+    )
 
     # Service
+    app_version: str = __version__
+    port: int = Field(3000, ge=1, le=65535)
     environment: str = "production"
     log_level: str = "INFO"
     log_json: bool = True
@@ -100,3 +115,18 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def env_value(name: str) -> str:
+    """A variable read outside `Settings` (the runners' tuning knobs): the environment's value,
+    else `.env`'s, blank when neither sets it."""
+    return (os.environ.get(name) or "").strip() or _dotenv().get(name, "")
+
+
+@lru_cache(maxsize=1)
+def _dotenv() -> dict[str, str]:
+    values: dict[str, str] = {}
+    for path in ENV_FILES:
+        if path.is_file():
+            values.update({k: v.strip() for k, v in dotenv_values(path).items() if v and v.strip()})
+    return values

@@ -6,9 +6,19 @@ Domain code raises `ApiError` (or a subclass); the service turns it into a respo
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Iterable
 from typing import Any
 
 from starlette.responses import JSONResponse
+
+# What a validation error may echo back of the caller's input: enough to see the mistake,
+# never a whole base64 image, never a credential.
+INPUT_MAX_CHARS = 64
+INPUT_MAX_ITEMS = 10
+INPUT_MAX_DEPTH = 4
+_SECRET_NAME = re.compile(r"key|token|secret|password|authorization", re.IGNORECASE)
 
 
 class ApiError(Exception):
@@ -73,3 +83,54 @@ def error_response(
     if detail is not None:
         body["detail"] = detail
     return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+def validation_details(errors: Iterable[Any]) -> list[dict[str, Any]]:
+    """pydantic errors as FastAPI 0.115 lists them in `detail`: `type`, `loc` (from "body"),
+    `msg`, `input` (trimmed) and `ctx` when pydantic gives one (made JSON-safe)."""
+    details = []
+    for error in errors:
+        entry: dict[str, Any] = {
+            "type": error["type"],
+            "loc": ["body", *error.get("loc", ())],
+            "msg": error["msg"],
+            "input": trimmed_input(error.get("input")),
+        }
+        if error.get("ctx"):
+            entry["ctx"] = {k: _json_scalar(v) for k, v in error["ctx"].items()}
+        details.append(entry)
+    return details
+
+
+def trimmed_input(value: Any, depth: int = 0) -> Any:
+    """A copy of `value` small enough to echo: long strings cut, long lists and objects
+    shortened, values of credential-like keys replaced."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        if len(value) <= INPUT_MAX_CHARS:
+            return value
+        return f"{value[: INPUT_MAX_CHARS // 2]}...[{len(value)} characters]"
+    if depth >= INPUT_MAX_DEPTH and isinstance(value, dict | list | tuple):
+        return f"[{type(value).__name__} of {len(value)}]"
+    if isinstance(value, dict):
+        items = list(value.items())
+        return {
+            str(k): "[redacted]" if _SECRET_NAME.search(str(k)) else trimmed_input(v, depth + 1)
+            for k, v in items[:INPUT_MAX_ITEMS]
+        }
+    if isinstance(value, list | tuple):
+        kept = [trimmed_input(v, depth + 1) for v in value[:INPUT_MAX_ITEMS]]
+        if len(value) > INPUT_MAX_ITEMS:
+            kept.append(f"...[{len(value)} items]")
+        return kept
+    return _json_scalar(value)
+
+
+def _json_scalar(value: Any) -> Any:
+    """JSON has no NaN or infinity, and no exception objects (pydantic's `ctx.error`)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)

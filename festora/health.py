@@ -10,7 +10,6 @@ from typing import Any
 
 import anyio
 
-from festora import __version__
 from festora.config import Settings
 from festora.errors import ModelNotReady
 from festora.schemas import HealthResponse, ModelStatus
@@ -75,7 +74,7 @@ class RunnerHealth:
             overall = "degraded"
         return HealthResponse(
             status=overall,
-            version=__version__,
+            version=self._settings.app_version,
             environment=self._settings.environment,
             uptime_seconds=round(time.monotonic() - self.started, 3),
             models=statuses,

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
+from festora.config import env_value
+
 if TYPE_CHECKING:
     import bentoml
 
@@ -127,7 +129,7 @@ class RunnerConfig:
 
 
 def _env_int(name: str, default: int, minimum: int) -> int:
-    raw = os.environ.get(name, "").strip()
+    raw = env_value(name)
     if not raw:
         return default
     try:

@@ -11,7 +11,7 @@ from typing import Any
 import bentoml
 import numpy as np
 
-from festora.config import get_settings
+from festora.config import env_value, get_settings
 from festora.models import EMOTION, Provenance, runner_config, sha256_file
 from runners.serving.base import (
     ModelRunner,
@@ -30,7 +30,7 @@ EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 def deepface_home() -> Path:
     """The DEEPFACE_HOME this runner controls: EMOTION_DEEPFACE_HOME, else DEEPFACE_HOME,
     else a fixed folder under the system temp dir."""
-    home = os.environ.get("EMOTION_DEEPFACE_HOME") or os.environ.get("DEEPFACE_HOME")
+    home = env_value("EMOTION_DEEPFACE_HOME") or os.environ.get("DEEPFACE_HOME")
     if not home:
         home = os.path.join(tempfile.gettempdir(), f"festora-deepface-{os.getuid()}")
     return Path(home)

@@ -42,10 +42,11 @@ def serve(
     *,
     port: int | None = None,
     ready_path: str = "/readyz",
+    working_dir: Path = ROOT,
 ) -> Iterator[Server]:
     """Serve `target` (the project's service, a runner such as `runners.clip:CLIPEncoder`, or a
-    Bento tag) with `env` on top of ours on `port` (default: a free one); wait for `ready_path`
-    to answer 200; stop it after."""
+    Bento tag) from `working_dir` with `env` on top of ours on `port` (default: a free one); wait
+    for `ready_path` to answer 200; stop it after."""
     port = port or free_port()
     with log_path.open("ab") as log:
         process = subprocess.Popen(
@@ -60,7 +61,7 @@ def serve(
                 "--port",
                 str(port),
             ],
-            cwd=ROOT,
+            cwd=working_dir,
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,

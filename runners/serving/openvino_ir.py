@@ -18,11 +18,11 @@ FESTORA_PRECISION (`runners.serving.precision`): bf16 or f32 inference.
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from festora.config import env_value
 from runners.serving.precision import Precision
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ ENGINE_ENV = "FESTORA_ENGINE"
 
 
 def wanted_engine() -> Literal["auto", "torch"]:
-    raw = os.environ.get(ENGINE_ENV, "").strip().lower() or "auto"
+    raw = env_value(ENGINE_ENV).lower() or "auto"
     if raw not in ("auto", "torch"):
         raise ValueError(f"{ENGINE_ENV} must be auto or torch, got {raw!r}")
     return raw  # type: ignore[return-value]

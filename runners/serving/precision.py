@@ -14,10 +14,11 @@ fp32 there.
 from __future__ import annotations
 
 import logging
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+
+from festora.config import env_value
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def cpu_has_native_bf16() -> bool:
 
 def compute_precision() -> Precision:
     """The precision from FESTORA_PRECISION (auto when unset or blank)."""
-    raw = os.environ.get(PRECISION_ENV, "").strip().lower() or "auto"
+    raw = env_value(PRECISION_ENV).lower() or "auto"
     if raw == "auto":
         return "bf16" if cpu_has_native_bf16() else "fp32"
     if raw in ("bf16", "fp32"):
