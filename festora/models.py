@@ -156,7 +156,7 @@ def runner_url(spec: ModelSpec) -> str | None:
     runners.clip:CLIPEncoder --port ...`, a Kubernetes Service); the API service then calls it
     there instead of starting it. Unset: `bentoml serve service:FestoraVision` runs it locally."""
     name = f"{spec.env_prefix}_URL"
-    raw = os.environ.get(name, "").strip().rstrip("/")
+    raw = env_value(name).rstrip("/")
     if not raw:
         return None
     parts = urlsplit(raw)
