@@ -4,9 +4,10 @@ The API service decodes an image once and sends runners these small arrays, neve
 a runner process receives 150-600 KB per image instead of megapixels. Each function matches
 the resize the model was evaluated with, so a runner sees what its reference pipeline sees:
 
-- `clip_input`: transformers' CLIPImageProcessor (shortest side to 224, bicubic with
-  antialias, centre crop 224). Pillow's bicubic matches its torchvision resize within 1 grey
-  level; the remaining normalisation happens in the runner with the stored processor config.
+- `clip_input`: transformers' CLIPImageProcessor (shortest side to its crop size, 224 by
+  default, bicubic with antialias, centre crop). Pillow's bicubic matches its torchvision
+  resize within 1 grey level; the remaining normalisation happens in the runner with the
+  stored processor config.
 - `nima_input`: pyiqa's NIMA eval transform (shortest side to 299, bilinear with antialias,
   centre crop 299), quantised to uint8.
 - `brisque_input`: long side reduced to BRISQUE_LONG_SIDE (768 px, area filter). The
@@ -92,11 +93,12 @@ def _long_side_at_most(rgb: np.ndarray, size: int) -> tuple[np.ndarray, float]:
     return small, max(new_w, new_h) / long_side
 
 
-def clip_input(rgb: np.ndarray) -> np.ndarray:
-    """224 x 224 x 3 uint8 for `CLIPEncoder.encode` (stack several with np.stack)."""
+def clip_input(rgb: np.ndarray, size: int = CLIP_SIZE) -> np.ndarray:
+    """size x size x 3 uint8 for `CLIPEncoder.encode` (stack several with np.stack); `size` is
+    the runner's `input_size`, its processor's crop size (224, or 336 for ViT-L/14-336)."""
     _check_rgb(rgb)
-    resized = _shortest_side_to(_limit_aspect(rgb), CLIP_SIZE, Image.Resampling.BICUBIC)
-    return _centre_crop(resized, CLIP_SIZE, rounded=False)
+    resized = _shortest_side_to(_limit_aspect(rgb), size, Image.Resampling.BICUBIC)
+    return _centre_crop(resized, size, rounded=False)
 
 
 def nima_input(rgb: np.ndarray) -> np.ndarray:

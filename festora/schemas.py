@@ -204,6 +204,8 @@ class ModelStatus(BaseModel):
     tag: str | None = None
     weights: Literal["real", "random-init"] | None = None
     engine: str | None = None  # e.g. "openvino-bf16", "torch-fp32"
+    # Side in pixels of the square images the model takes (CLIP: its processor's crop size)
+    input_size: int | None = None
     warning: str | None = None
 
 

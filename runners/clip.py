@@ -18,7 +18,8 @@ from runners.serving.base import (
     set_threads,
 )
 from runners.serving.memory import skip_unused_gpu_compiler, trim_after_batch
-from runners.serving.openvino_ir import compile_ir, input_size
+from runners.serving.openvino_ir import compile_ir
+from runners.serving.openvino_ir import input_size as ir_input_size
 from runners.serving.precision import compute_precision
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ def uint8_forward(
     model: CLIPVisionModelWithProjection, processor: CLIPImageProcessor
 ) -> torch.nn.Module:
     """The processor's rescale and normalisation, then the vision tower and projection, on the
-    runner's own input (N x 224 x 224 x 3 uint8 RGB, resized and cropped by `clip_input`): the
+    runner's own input (N x S x S x 3 uint8 RGB, resized and cropped by `clip_input`): the
     graph exported to OpenVINO (`runners.serving.openvino_ir`). Returns unnormalised embeddings."""
     import torch
 
@@ -66,9 +67,9 @@ class CLIPEncoder(ModelRunner):
         self._compiled = compile_ir(provenance.path, self.precision, self.config.num_threads)
         if self._compiled is not None:
             self.engine = f"openvino-{self.precision}"
-            self.size = input_size(self._compiled)
+            self.input_size = ir_input_size(self._compiled)
             self.dimensions = int(self._compiled.output(0).get_partial_shape()[1].get_length())
-            self._embed(np.zeros((1, self.size, self.size, 3), np.uint8))  # warm-up
+            self._embed(np.zeros((1, self.input_size, self.input_size, 3), np.uint8))  # warm-up
             return
         self.engine = f"torch-{self.precision}"
         skip_unused_gpu_compiler()  # before torch: see runners.serving.memory
@@ -79,7 +80,7 @@ class CLIPEncoder(ModelRunner):
         set_threads(self.config.num_threads)
         self._torch = torch
         self._processor = CLIPImageProcessor.from_pretrained(provenance.path)
-        self.size = int(self._processor.crop_size["height"])
+        self.input_size = int(self._processor.crop_size["height"])
         # bf16: weights and activations in bf16, read from the fp32 file straight into bf16
         # (no fp32 copy in memory); the embedding is normalised in fp32 (see _embed)
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
@@ -93,7 +94,7 @@ class CLIPEncoder(ModelRunner):
             hf_logging.enable_progress_bar()
         self._model = model.eval()
         self.dimensions = int(model.config.projection_dim)
-        self._embed(np.zeros((1, self.size, self.size, 3), np.uint8))  # warm-up
+        self._embed(np.zeros((1, self.input_size, self.input_size, 3), np.uint8))  # warm-up
 
     def _warnings(self) -> list[str]:
         wanted = get_settings().clip_model_name
@@ -122,9 +123,10 @@ class CLIPEncoder(ModelRunner):
         max_latency_ms=_CONFIG.max_latency_ms,
     )
     def encode(self, images: Uint8Array) -> Float32Array:
-        """N x 224 x 224 x 3 uint8 RGB (from `clip_input`) -> N x 512 float32, L2-normalised."""
+        """N x S x S x 3 uint8 RGB (from `clip_input`; S = `input_size`, 224 for ViT-B/32)
+        -> N x 512 float32, L2-normalised."""
         self._require_loaded()
-        check_images(images, self.size)
+        check_images(images, self.input_size)
         vectors = self._embed(images)
         trim_after_batch()
         return vectors

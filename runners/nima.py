@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import types
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,10 +88,13 @@ def build_nima(spec: ModelSpec) -> torch.nn.Module:
 
 
 def load_nima_weights(net: torch.nn.Module, path: Path) -> None:
-    """Load a pyiqa NIMA file strictly (as pyiqa's loader does, but without unpickling code)."""
+    """Load a pyiqa NIMA file strictly (as pyiqa's loader does, but without unpickling code).
+    pyiqa's released files are in torch's legacy format, which cannot be memory-mapped; files
+    saved by a recent torch are zip archives, mapped rather than read."""
     import torch
 
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    mmap = zipfile.is_zipfile(path)
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     state = state.get("params", state)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     net.load_state_dict(state, strict=True)
@@ -153,6 +157,8 @@ def fold_batchnorm(net: torch.nn.Module) -> int:
 
 
 class _Nima(ModelRunner):
+    input_size = NIMA_SIZE
+
     def _load(self, provenance: Provenance) -> None:
         self.precision = compute_precision()
         self._compiled = compile_ir(provenance.path, self.precision, self.config.num_threads)

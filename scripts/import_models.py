@@ -51,7 +51,7 @@ from festora.models import (
     model_labels,
     sha256_file,
 )
-from festora.preprocess import CLIP_SIZE, NIMA_SIZE
+from festora.preprocess import NIMA_SIZE
 from runners.serving.openvino_ir import IR_FILE, export_ir
 
 if TYPE_CHECKING:
@@ -70,10 +70,18 @@ DEEPFACE_EMOTION_URLS = (
 )
 NIMA_METRIC = {NIMA_TECHNICAL.key: "nima-koniq", NIMA_AESTHETIC.key: "nima"}
 HTTP_TIMEOUT = (5.0, 60.0)  # connect, read
+# What a local CLIP folder must hold: the model and its image processor (a hub snapshot has
+# both; a model's save_pretrained alone lacks the processor's sizes and normalisation).
+CLIP_FOLDER_FILES = ("config.json", "preprocessor_config.json")
 
 
 class Unreachable(RuntimeError):
     """Real weights were asked for, are not on this machine, and their source is unreachable."""
+
+
+class ImportFailed(RuntimeError):
+    """A model could not be imported (a file that is not what it should be, a failed export):
+    the message names the model, its source and the first line of the cause."""
 
 
 @dataclass
@@ -133,7 +141,7 @@ def plan(spec: ModelSpec, opts: Options) -> Plan:
         return Plan(spec, mode, f"random-init:seed={opts.seed}:{arch}")
     if spec is CLIP:
         local_dir = wdir / "clip" if wdir else None
-        local = local_dir if local_dir and (local_dir / "config.json").is_file() else None
+        local = local_dir if local_dir and local_dir.is_dir() else None
         return Plan(
             spec,
             mode,
@@ -201,6 +209,14 @@ def preflight(plans: Sequence[Plan], opts: Options) -> list[str]:
     """Problems that would stop a real import, found before anything is fetched."""
     problems = []
     for p in plans:
+        if p.spec is CLIP and p.weights == "real" and p.local is not None:
+            missing = [f for f in CLIP_FOLDER_FILES if not (p.local / f).is_file()]
+            if missing:
+                problems.append(
+                    f"clip: {p.local} has no {' or '.join(missing)}; give it a hub snapshot "
+                    f"(hf download {opts.clip_model_name} --local-dir {p.local})"
+                )
+            continue
         if p.weights != "real" or p.local is not None or not p.urls:
             continue
         if p.spec is CLIP:
@@ -283,8 +299,10 @@ def _stage_clip(p: Plan, out: Path, opts: Options) -> dict[str, Any]:
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
     meta["projection_dim"] = int(model.config.projection_dim)
+    size = int(processor.crop_size["height"])  # 224 for ViT-B/32, 336 for ViT-L/14-336
+    meta["input_size"] = size
     del model
-    _export_openvino(uint8_clip(_vision_tower(out), processor), CLIP_SIZE, out, opts)
+    _export_openvino(uint8_clip(_vision_tower(out), processor), size, out, opts)
     return meta
 
 
@@ -394,7 +412,16 @@ def import_one(p: Plan, opts: Options) -> Result:
         _deepface_env()
     with tempfile.TemporaryDirectory(prefix=f"festora-import-{spec.key}-") as staging:
         out = Path(staging)
-        meta = STAGERS[spec.key](p, out, opts)
+        try:
+            meta = STAGERS[spec.key](p, out, opts)
+        except Unreachable:
+            raise
+        except Exception as exc:  # reported as one clear line by main()
+            origin = p.local or p.source
+            cause = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise ImportFailed(
+                f"{spec.key}: could not import {origin}: {type(exc).__name__}: {cause}"
+            ) from exc
         files = {f.name: sha256_file(f) for f in sorted(out.iterdir()) if f.is_file()}
         size_mb = sum(f.stat().st_size for f in out.iterdir() if f.is_file()) / 1e6
         sha = files[spec.weights_file]
@@ -432,7 +459,7 @@ def import_models(keys: Sequence[str], opts: Options) -> list[Result]:
 
 
 OFFLINE_HELP = """\
-Real weights could not be fetched:
+Real weights could not be imported:
 {problems}
 
 Offline? Either
@@ -440,7 +467,8 @@ Offline? Either
         python -m scripts.import_models --random-init      (or WEIGHTS=random-init)
   - or copy the real files onto this machine and pass --weights-dir DIR, with
         DIR/{nima_t}, DIR/{nima_a}, DIR/{emotion},
-        DIR/clip/ (a transformers save_pretrained folder of {clip})"""
+        DIR/clip/ (a Hugging Face hub snapshot of {clip}, with its preprocessor_config.json:
+                   hf download {clip} --local-dir DIR/clip)"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -497,6 +525,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    except ImportFailed as exc:
+        print(f"import failed: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - e.g. the model store is not writable
+        print(f"import failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     for r in results:
         state = "imported" if r.imported else "present "
         print(f"{state} {r.tag:<45} {r.weights:<11} {r.source}")

@@ -6,7 +6,11 @@ conftest's `model_store` fixture through the same script.
 
 from __future__ import annotations
 
+import asyncio
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -148,3 +152,145 @@ def test_cli_offline_exit_code_and_advice(capsys: pytest.CaptureFixture[str]) ->
 def test_cli_rejects_unknown_models() -> None:
     with pytest.raises(SystemExit):
         main(["--only", "clip,resnet"])
+
+
+# ------------------------------------------------------------------- real files, as released
+
+
+@pytest.fixture
+def active_store(store: ModelStore) -> Iterator[ModelStore]:
+    """`store` as the in-process active model store, where runners look their model up."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    previous = BentoMLContainer.model_store.get()
+    BentoMLContainer.model_store.set(store)
+    try:
+        yield store
+    finally:
+        BentoMLContainer.model_store.set(previous)
+
+
+@pytest.mark.parametrize("engine", ["openvino", "torch"])
+def test_legacy_format_nima_files_import_and_load(
+    active_store: ModelStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str
+) -> None:
+    """pyiqa's release files are in torch's legacy (non-zip) format, which cannot be mmapped."""
+    from runners.nima import NimaTechnical, build_nima, uint8_forward
+    from runners.serving.openvino_ir import ENGINE_ENV
+
+    weights_dir = tmp_path / "weights"
+    weights_dir.mkdir()
+    torch.manual_seed(1)
+    net = build_nima(NIMA_TECHNICAL).eval()
+    legacy = weights_dir / NIMA_TECHNICAL.weights_file
+    torch.save({"params": net.state_dict()}, legacy, _use_new_zipfile_serialization=False)
+    assert not zipfile.is_zipfile(legacy)
+
+    result = import_models([NIMA_TECHNICAL.key], options(active_store, [], weights_dir=weights_dir))
+    assert result[0].imported and result[0].weights == "real"
+
+    monkeypatch.setenv(ENGINE_ENV, "torch" if engine == "torch" else "auto")
+    runner = NimaTechnical()  # the runner's own loading path (torch: the .pth file itself)
+    assert runner.loaded, runner.error
+    assert runner.engine == f"{engine}-fp32" and runner.provenance.weights == "real"
+    images = np.random.default_rng(0).integers(0, 256, (2, 299, 299, 3), dtype=np.uint8)
+    with torch.inference_mode():
+        expected = uint8_forward(net)(torch.from_numpy(images)).numpy()
+    np.testing.assert_allclose(runner._raw(images), expected, atol=1e-5)
+
+
+def test_cli_reports_an_import_failure_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from deepface.models.demography.pytorch.Emotion import EmotionModel
+
+    weights_dir = tmp_path / "weights"
+    weights_dir.mkdir()
+    torch.save({"params": EmotionModel().state_dict()}, weights_dir / NIMA_TECHNICAL.weights_file)
+    assert main(["--only", NIMA_TECHNICAL.key, "--weights-dir", str(weights_dir)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"import failed: {NIMA_TECHNICAL.key}: could not import {weights_dir}")
+    assert "state_dict" in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_a_clip_folder_without_its_processor_is_refused_with_advice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip_dir = tmp_path / "weights" / "clip"
+    tiny_clip(336).save_pretrained(clip_dir)  # the model alone, as save_pretrained writes it
+    assert main(["--only", CLIP.key, "--weights-dir", str(tmp_path / "weights")]) == 2
+    err = capsys.readouterr().err
+    assert f"clip: {clip_dir} has no preprocessor_config.json" in err
+    assert "hf download" in err and "Traceback" not in err
+
+
+def tiny_clip(size: int) -> Any:
+    """A small random CLIP whose vision tower takes `size` px (ViT-L/14-336's layout at 336)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    layers = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1}
+    layers |= {"num_attention_heads": 2, "projection_dim": 16}
+    torch.manual_seed(0)
+    return CLIPModel(
+        CLIPConfig(
+            text_config=layers,
+            vision_config={
+                **layers,
+                "image_size": size,
+                "patch_size": 14,
+            },
+            projection_dim=16,
+        )
+    ).eval()
+
+
+def save_clip_snapshot(folder: Path, size: int) -> Any:
+    """A folder laid out as a hub snapshot: the model and its processor config."""
+    from transformers import CLIPImageProcessor
+
+    model = tiny_clip(size)
+    model.save_pretrained(folder)
+    processor = CLIPImageProcessor(
+        size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+    )
+    processor.save_pretrained(folder)
+    return model, processor
+
+
+@pytest.mark.parametrize("engine", ["openvino", "torch"])
+def test_a_336_px_clip_is_fed_at_its_processor_size(
+    active_store: ModelStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str
+) -> None:
+    from skimage import data
+
+    from festora.preprocess import clip_input
+    from festora.schemas import ModelStatus
+    from runners.clip import CLIPEncoder
+    from runners.serving.openvino_ir import ENGINE_ENV
+
+    model, processor = save_clip_snapshot(tmp_path / "weights" / "clip", 336)
+    opts = options(
+        active_store,
+        [],
+        weights_dir=tmp_path / "weights",
+        clip_model_name="openai/clip-vit-large-patch14-336",
+    )
+    (result,) = import_models([CLIP.key], opts)
+    assert active_store.get(result.tag).info.metadata["input_size"] == 336
+
+    monkeypatch.setenv(ENGINE_ENV, "torch" if engine == "torch" else "auto")
+    runner = CLIPEncoder()
+    assert runner.loaded, runner.error
+    status = ModelStatus.model_validate(asyncio.run(runner.status()))
+    assert status.input_size == 336 and runner.engine == f"{engine}-fp32"
+
+    photo = data.astronaut()
+    ours = runner.encode(clip_input(photo, status.input_size)[None])
+    pixels = processor(images=[photo], return_tensors="pt")["pixel_values"]
+    assert pixels.shape[-1] == 336
+    with torch.inference_mode():
+        theirs = model.get_image_features(pixel_values=pixels).pooler_output
+    theirs = torch.nn.functional.normalize(theirs, dim=-1).numpy()
+    assert float(np.sum(ours * theirs)) >= 0.999
+    with pytest.raises(ValueError, match="336"):
+        runner.encode(clip_input(photo)[None])  # a 224 px crop is refused, not mis-scored

@@ -90,6 +90,7 @@ class ModelRunner:
 
     spec: ClassVar[ModelSpec]
     engine: str | None = None  # what computes it, e.g. "openvino-bf16"; set by `_load`
+    input_size: int | None = None  # side of the square images it takes, where it takes them
 
     def __init__(self) -> None:
         configure_logging(get_settings())
@@ -149,6 +150,7 @@ class ModelRunner:
             tag=prov.tag if prov else None,
             weights=prov.weights if prov else None,
             engine=self.engine,
+            input_size=self.input_size,
             warning="; ".join(warnings) or None,
         )
 
