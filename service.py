@@ -92,8 +92,8 @@ class FestoraVision:
     emotion = bentoml.depends(EmotionDetector, url=runner_url(EMOTION))
 
     def __init__(self) -> None:
-        self.analyzer = ImageAnalyzer(self, settings)
         self.runner_health = RunnerHealth(self._runners, settings)
+        self.analyzer = ImageAnalyzer(self, settings, self.runner_health)
 
     def _runners(self) -> dict[str, Any]:
         return {
@@ -161,12 +161,12 @@ class FestoraVision:
                 detail={"max_batch_size": settings.max_batch_size, "received": len(req.images)},
             ).to_response()
         started = time.perf_counter()
-        missing = await self.runner_health.missing(required_models(req))
-        if missing:
-            error = f"model not loaded: {', '.join(missing)}; see /health"
+        try:
+            await self.runner_health.require(required_models(req))
+        except ApiError as exc:
             results = [
                 ImageAnalysisResult(
-                    image_id=i.image_id, source_url=i.url, error=error, error_code="model_not_ready"
+                    image_id=i.image_id, source_url=i.url, error=exc.message, error_code=exc.code
                 )
                 for i in req.images
             ]

@@ -11,17 +11,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import aiohttp
 import numpy as np
 
 from festora import preprocess
 from festora.blur import measure_blur
 from festora.config import Settings
-from festora.errors import ApiError
+from festora.errors import ApiError, ModelUnavailable
 from festora.exposure import measure_exposure
 from festora.fingerprint import fingerprint
+from festora.health import RECONNECT_DELAY_SECONDS, RETRY_AFTER_SECONDS, RunnerHealth
 from festora.image_workers import in_image_worker
 from festora.images import DecodedImage, decode_image
 from festora.ingest import read_image_bytes
@@ -72,9 +75,11 @@ class PreparedImage:
     inputs: dict[str, Any]
 
 
-def decode_size(flags: AnalysisFlags, settings: Settings) -> int:
+def decode_size(
+    flags: AnalysisFlags, settings: Settings, clip_size: int = preprocess.CLIP_SIZE
+) -> int:
     """The smallest long side the requested analyses need, so JPEGs decode at reduced size."""
-    sizes = [preprocess.CLIP_SIZE]
+    sizes = [clip_size]
     if flags.run_blur:
         sizes.append(settings.blur_analysis_size)
     if flags.run_quality:
@@ -91,10 +96,13 @@ def decode(data: bytes, min_long_side: int, settings: Settings) -> DecodedImage:
 
 
 def prepare_inputs(
-    decoded: DecodedImage, flags: AnalysisFlags, settings: Settings
+    decoded: DecodedImage,
+    flags: AnalysisFlags,
+    settings: Settings,
+    clip_size: int = preprocess.CLIP_SIZE,
 ) -> PreparedImage:
     """Every requested model's input, and the cheap analyses, derived from the one decode (run
-    it in_image_worker)."""
+    it in_image_worker); `clip_size` is the CLIP runner's input size."""
     rgb = decoded.rgb
     inputs: dict[str, Any] = {}
     if flags.run_exposure:
@@ -115,24 +123,30 @@ def prepare_inputs(
         inputs["emotion"] = face_image
         inputs["emotion_scale"] = scale * rgb.shape[1] / decoded.width
     if flags.run_embedding:
-        inputs["clip"] = preprocess.clip_input(rgb)
+        inputs["clip"] = preprocess.clip_input(rgb, clip_size)
     return PreparedImage(width=decoded.width, height=decoded.height, inputs=inputs)
 
 
-async def prepare(data: bytes, flags: AnalysisFlags, settings: Settings) -> PreparedImage:
+async def prepare(
+    data: bytes, flags: AnalysisFlags, settings: Settings, clip_size: int = preprocess.CLIP_SIZE
+) -> PreparedImage:
     """Decode once, at the smallest size the analyses allow, and derive every model's input;
     the decoded pixels never outlive this call."""
+    min_side = decode_size(flags, settings, clip_size)
     return await in_image_worker(
-        lambda: prepare_inputs(
-            decode(data, decode_size(flags, settings), settings), flags, settings
-        )
+        lambda: prepare_inputs(decode(data, min_side, settings), flags, settings, clip_size)
     )
 
 
 class ImageAnalyzer:
-    def __init__(self, models: ModelClients, settings: Settings) -> None:
+    def __init__(self, models: ModelClients, settings: Settings, health: RunnerHealth) -> None:
         self.models = models
         self.settings = settings
+        self.health = health
+
+    async def clip_size(self) -> int:
+        """The CLIP runner's input size (its processor's crop size), as it reports it."""
+        return await self.health.input_size("clip") or preprocess.CLIP_SIZE
 
     async def analyze(self, image: ImageInput, flags: AnalysisFlags) -> ImageAnalysisResult:
         """Fetch or decode the input, then analyse it; raises ApiError for a bad image."""
@@ -155,7 +169,9 @@ class ImageAnalyzer:
 
     async def analyze_bytes(self, data: bytes, flags: AnalysisFlags) -> ImageAnalysisResult:
         started = time.perf_counter()
-        result = await self.analyze_prepared(await prepare(data, flags, self.settings), flags)
+        clip_size = await self.clip_size() if flags.run_embedding else preprocess.CLIP_SIZE
+        prepared = await prepare(data, flags, self.settings, clip_size)
+        result = await self.analyze_prepared(prepared, flags)
         result.processing_time_ms = _ms_since(started)
         return result
 
@@ -185,16 +201,21 @@ class ImageAnalyzer:
     ) -> ImageAnalysisResult:
         """Send each requested runner its input, all at once, and assemble what they return."""
         inputs, models = prepared.inputs, self.models
-        calls: dict[str, Any] = {}
+        calls: dict[str, Callable[[], Awaitable[Any]]] = {}
         if flags.run_quality:
-            calls["brisque"] = models.brisque.to_async.score([inputs["brisque"]])
-            calls["nima_technical"] = models.nima_technical.to_async.score(inputs["nima"][None])
-            calls["nima_aesthetic"] = models.nima_aesthetic.to_async.score(inputs["nima"][None])
+            calls["brisque"] = lambda: models.brisque.to_async.score([inputs["brisque"]])
+            calls["nima_technical"] = lambda: models.nima_technical.to_async.score(
+                inputs["nima"][None]
+            )
+            calls["nima_aesthetic"] = lambda: models.nima_aesthetic.to_async.score(
+                inputs["nima"][None]
+            )
         if flags.run_emotion:
-            calls["emotion"] = models.emotion.to_async.detect([inputs["emotion"]])
+            calls["emotion"] = lambda: models.emotion.to_async.detect([inputs["emotion"]])
         if flags.run_embedding:
-            calls["clip"] = models.clip.to_async.encode(inputs["clip"][None])
-        outputs = dict(zip(calls, await asyncio.gather(*calls.values()), strict=True))
+            calls["clip"] = lambda: models.clip.to_async.encode(inputs["clip"][None])
+        found = await asyncio.gather(*(self._call_runner(n, c) for n, c in calls.items()))
+        outputs = dict(zip(calls, found, strict=True))
 
         result = ImageAnalysisResult(
             width_px=prepared.width,
@@ -220,6 +241,26 @@ class ImageAnalyzer:
                 model=self.settings.clip_model_name, dimensions=vector.size, vector=vector.tolist()
             )
         return result
+
+    async def _call_runner(self, name: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Scoring is idempotent, so a call cut off by its runner dying (or restarting) is sent
+        once more on a fresh connection; if that fails too the caller gets a 503 to retry."""
+        try:
+            return await call()
+        except aiohttp.ClientConnectionError as exc:
+            self.health.forget(name)
+            logger.warning("runner call failed", extra={"model": name, "error": repr(exc)})
+        await asyncio.sleep(RECONNECT_DELAY_SECONDS)
+        try:
+            return await call()
+        except aiohttp.ClientConnectionError as exc:
+            self.health.forget(name)
+            logger.warning("runner unavailable", extra={"model": name, "error": repr(exc)})
+            raise ModelUnavailable(
+                f"model unavailable: {name} (restarting); retry shortly",
+                retry_after=RETRY_AFTER_SECONDS,
+                detail={"models": [name]},
+            ) from exc
 
     @staticmethod
     def _add_quality(result: ImageAnalysisResult, outputs: dict[str, Any]) -> None:

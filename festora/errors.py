@@ -72,6 +72,16 @@ class ModelNotReady(ApiError):
     code = "model_not_ready"
 
 
+class ModelUnavailable(ApiError):
+    """A runner died or is restarting: the caller retries after `retry_after` seconds."""
+
+    status_code = 503
+    code = "model_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int, detail: Any = None) -> None:
+        super().__init__(message, detail=detail, headers={"Retry-After": str(retry_after)})
+
+
 def error_response(
     status_code: int,
     code: str,

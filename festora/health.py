@@ -1,5 +1,10 @@
 """What the API service knows of its runners: each one's `ModelStatus`, the /health verdict,
-readiness, and the 503 a route answers when a model it needs is not loaded."""
+readiness, and the 503 a route answers when a model it needs is not there.
+
+A runner can die and be restarted by BentoML at any time, so nothing it said is believed for
+long: each answer stands for STATUS_TTL_SECONDS, concurrent askers share one question, and a
+failed call to a runner (`forget`) makes the next caller ask again.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,29 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import aiohttp
 import anyio
 
 from festora.config import Settings
-from festora.errors import ModelNotReady
+from festora.errors import ModelNotReady, ModelUnavailable
 from festora.schemas import HealthResponse, ModelStatus
 
 STATUS_TIMEOUT_SECONDS = 3.0
+STATUS_TTL_SECONDS = 2.0
+# What a caller is told to wait when a runner is down: about what a runner takes to restart.
+RETRY_AFTER_SECONDS = 10
+# Before a call is sent again: lets the event loop drop the connections a dead runner closed.
+RECONNECT_DELAY_SECONDS = 0.2
 UNREACHABLE = "runner unavailable"
 
 
 def is_reachable(status: ModelStatus) -> bool:
     return not (status.error or "").startswith(UNREACHABLE)
+
+
+def _down(name: str, exc: BaseException) -> ModelStatus:
+    reason = str(exc) or type(exc).__name__
+    return ModelStatus(name=name, loaded=False, error=f"{UNREACHABLE}: {reason}")
 
 
 class RunnerHealth:
@@ -28,41 +44,80 @@ class RunnerHealth:
         wires a service's dependencies after its `__init__`)."""
         self._runners = runners
         self._settings = settings
-        self._loaded: dict[str, ModelStatus] = {}
+        self._answers: dict[str, tuple[float, ModelStatus]] = {}
+        self._asking: dict[str, asyncio.Future[ModelStatus]] = {}
         self.started = time.monotonic()
 
+    async def _ask(self, name: str, runner: Any) -> ModelStatus:
+        try:
+            status = await self._query(runner)
+        except aiohttp.ClientConnectionError:  # a pooled connection to a runner that restarted
+            status = await self._query_or_down(name, runner)
+        except Exception as exc:  # noqa: BLE001 - an unreachable runner is a status
+            status = _down(name, exc)
+        self._answers[name] = (time.monotonic(), status)
+        return status
+
+    async def _query_or_down(self, name: str, runner: Any) -> ModelStatus:
+        await asyncio.sleep(RECONNECT_DELAY_SECONDS)
+        try:
+            return await self._query(runner)
+        except Exception as exc:  # noqa: BLE001 - an unreachable runner is a status
+            return _down(name, exc)
+
+    @staticmethod
+    async def _query(runner: Any) -> ModelStatus:
+        with anyio.fail_after(STATUS_TIMEOUT_SECONDS):
+            return ModelStatus.model_validate(await runner.to_async.status())
+
+    async def status(self, name: str) -> ModelStatus:
+        """The runner's status, at most STATUS_TTL_SECONDS old."""
+        answer = self._answers.get(name)
+        if answer is not None and time.monotonic() - answer[0] < STATUS_TTL_SECONDS:
+            return answer[1]
+        asking = self._asking.get(name)
+        if asking is None:
+            asking = asyncio.ensure_future(self._ask(name, self._runners()[name]))
+            self._asking[name] = asking
+            asking.add_done_callback(lambda _: self._asking.pop(name, None))
+        return await asyncio.shield(asking)
+
+    def forget(self, name: str) -> None:
+        """A call to this runner failed: the next caller asks it again."""
+        self._answers.pop(name, None)
+
     async def statuses(self) -> dict[str, ModelStatus]:
-        """Every runner's status; once a model reports loaded it is not asked again."""
+        names = list(self._runners())
+        found = await asyncio.gather(*(self.status(n) for n in names))
+        return dict(zip(names, found, strict=True))
 
-        async def ask(name: str, runner: Any) -> ModelStatus:
-            if name in self._loaded:
-                return self._loaded[name]
-            try:
-                with anyio.fail_after(STATUS_TIMEOUT_SECONDS):
-                    status = ModelStatus.model_validate(await runner.to_async.status())
-            except Exception as exc:  # noqa: BLE001 - an unreachable runner is a status
-                return ModelStatus(name=name, loaded=False, error=f"{UNREACHABLE}: {exc}")
-            if status.loaded:
-                self._loaded[name] = status
-            return status
-
-        runners = self._runners()
-        found = await asyncio.gather(*(ask(n, r) for n, r in runners.items()))
-        return dict(zip(runners, found, strict=True))
-
-    async def missing(self, needed: Sequence[str]) -> list[str]:
+    async def missing(self, needed: Sequence[str]) -> dict[str, ModelStatus]:
+        """The needed models that are not loaded, with their statuses."""
         if not needed:
-            return []
-        statuses = await self.statuses()
-        return [name for name in needed if not statuses[name].loaded]
+            return {}
+        found = await asyncio.gather(*(self.status(n) for n in needed))
+        return {s.name: s for s in found if not s.loaded}
 
     async def require(self, needed: Sequence[str]) -> None:
-        """Raise ModelNotReady (503) naming the needed models that are not loaded."""
+        """Raise ModelUnavailable (503, Retry-After) if a needed runner is down, or
+        ModelNotReady (503) naming the needed models that are not loaded."""
         missing = await self.missing(needed)
-        if missing:
-            raise ModelNotReady(
-                f"model not loaded: {', '.join(missing)}; see /health", detail={"models": missing}
+        if not missing:
+            return
+        down = [name for name, s in missing.items() if not is_reachable(s)]
+        if down:
+            raise ModelUnavailable(
+                f"model unavailable: {', '.join(down)} (restarting); retry shortly",
+                retry_after=RETRY_AFTER_SECONDS,
+                detail={"models": down},
             )
+        raise ModelNotReady(
+            f"model not loaded: {', '.join(missing)}; see /health", detail={"models": [*missing]}
+        )
+
+    async def input_size(self, name: str) -> int | None:
+        """The side of the square images this runner takes, as it reports it."""
+        return (await self.status(name)).input_size
 
     async def report(self) -> HealthResponse:
         statuses = list((await self.statuses()).values())
