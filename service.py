@@ -38,6 +38,7 @@ from festora.logs import configure_logging
 from festora.middleware.auth import ApiKeyMiddleware
 from festora.middleware.body_limit import BodyLimitMiddleware
 from festora.middleware.envelope import ErrorEnvelopeMiddleware
+from festora.middleware.overload import ConcurrencyLimitMiddleware
 from festora.middleware.ratelimit import RateLimitMiddleware
 from festora.models import BRISQUE, CLIP, EMOTION, NIMA_AESTHETIC, NIMA_TECHNICAL, runner_url
 from festora.schemas import (
@@ -251,4 +252,9 @@ if settings.rate_limit_enabled:
         redis=shared_state,
         redis_failure=settings.rate_limit_redis_failure,
     )
+FestoraVision.add_asgi_middleware(
+    ConcurrencyLimitMiddleware,
+    limit=settings.max_concurrent_requests,
+    retry_after=settings.overload_retry_after_seconds,
+)
 FestoraVision.add_asgi_middleware(ErrorEnvelopeMiddleware)

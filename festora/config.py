@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     # With REDIS_URL: how long an analysis is kept for a re-sent identical photo (0 = no cache).
     cache_ttl_seconds: int = Field(0, ge=0)
 
+    # Load shedding: /v1 requests worked on at once; more are answered 503 `overloaded`
+    max_concurrent_requests: int = Field(16, ge=1)
+    overload_retry_after_seconds: int = Field(2, ge=1)
+
     # Image ingestion
     max_image_fetch_timeout_seconds: float = Field(15.0, gt=0)
     image_connect_timeout_seconds: float = Field(5.0, gt=0)

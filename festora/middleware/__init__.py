@@ -1,4 +1,5 @@
-"""ASGI middleware of the API service, outermost first: body cap, auth, rate limit, envelope."""
+"""ASGI middleware of the API service, outermost first: body cap, auth, rate limit, load
+shedding, envelope."""
 
 from __future__ import annotations
 
