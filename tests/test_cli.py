@@ -20,21 +20,8 @@ from festora.cli.outputs import CulledPhoto, culled_groups, write_cull_csv
 from festora.cli.photos import MAX_IMAGE_ID, Photo, ResultsLog, find_photos, new_record, sha256_of
 from festora.cli.sheet import ensure_thumbnail, thumbnail_name, write_contact_sheet
 from festora.cli.xmp import CREATOR_TOOL, sidecar_path, write_sidecars
+from tests.browser import offline_page, screenshot
 from tests.photofolder import EventFolder, make_event_folder
-
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-# What the brief asks of headless Chromium here: no network side channels, no GPU, no sandbox
-# (containers), a fresh profile (Playwright gives every launch its own --user-data-dir).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture
@@ -302,8 +289,6 @@ def test_xmp_refreshes_its_own_sidecars_and_leaves_others_unless_forced(
 
 
 def test_contact_sheet_in_headless_chromium(event: EventFolder, tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     out = tmp_path / "out"
     groups, cull = culled(event, out)
     page_path = write_contact_sheet(groups, out, title="wedding")
@@ -314,81 +299,63 @@ def test_contact_sheet_in_headless_chromium(event: EventFolder, tmp_path: Path) 
     assert len(thumbs) == len(event.good) - 1  # the flower's copy shares its thumbnail
     assert all(p.stat().st_size < 60_000 for p in thumbs)
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            blocked: list[str] = []
-            page.route(
-                "**/*",
-                lambda route: (
-                    route.continue_()
-                    if route.request.url.startswith("file://")
-                    else (blocked.append(route.request.url), route.abort())
-                ),
-            )
-            page.goto(page_path.as_uri())
-            page.wait_for_load_state("load")
+    blocked: list[str] = []
+    with offline_page(page_path, blocked) as page:
+        sections = page.locator("section.group")
+        assert sections.count() == len(cull["groups"])
+        first = sections.nth(0)
+        assert first.locator("figure").evaluate_all("fs => fs.map(f => f.dataset.imageId)") == [
+            "IMG_0001.jpg",
+            "IMG_0002.jpg",
+            "IMG_0003.jpg",
+        ]
+        assert first.locator("figure").nth(0).locator(".best-mark").is_visible()
+        # The best frame is marked unless the whole group failed (a lone bad file).
+        assert page.locator(".best-mark").count() == len(cull["groups"]) - len(event.bad)
+        assert page.locator("figure.best").evaluate_all(
+            "fs => fs.every(f => f.parentElement.firstElementChild === f)"
+        )
+        loaded = page.locator("figure img").evaluate_all(
+            "imgs => imgs.map(i => i.complete && i.naturalWidth > 0)"
+        )
+        assert len(loaded) == len(event.good) and all(loaded)
+        assert page.locator("figure .no-thumb").count() == len(event.bad)
 
-            sections = page.locator("section.group")
-            assert sections.count() == len(cull["groups"])
-            first = sections.nth(0)
-            assert first.locator("figure").evaluate_all("fs => fs.map(f => f.dataset.imageId)") == [
-                "IMG_0001.jpg",
-                "IMG_0002.jpg",
-                "IMG_0003.jpg",
-            ]
-            assert first.locator("figure").nth(0).locator(".best-mark").is_visible()
-            # The best frame is marked unless the whole group failed (a lone bad file).
-            assert page.locator(".best-mark").count() == len(cull["groups"]) - len(event.bad)
-            assert page.locator("figure.best").evaluate_all(
-                "fs => fs.every(f => f.parentElement.firstElementChild === f)"
-            )
-            loaded = page.locator("figure img").evaluate_all(
-                "imgs => imgs.map(i => i.complete && i.naturalWidth > 0)"
-            )
-            assert len(loaded) == len(event.good) and all(loaded)
-            assert page.locator("figure .no-thumb").count() == len(event.bad)
+        blurred = page.locator('figure[data-image-id="IMG_0003.jpg"]')
+        assert float(blurred.locator("img").evaluate("i => getComputedStyle(i).opacity")) < 0.5
+        sharp = page.locator('figure[data-image-id="IMG_0001.jpg"]')
+        assert float(sharp.locator("img").evaluate("i => getComputedStyle(i).opacity")) == 1
+        assert blurred.locator(".reason").all_inner_texts() == ["blurry", "not_best_in_group"]
+        assert page.locator('figure[data-image-id="notes.jpg"] .reason').inner_text() == (
+            "analysis_failed"
+        )
 
-            blurred = page.locator('figure[data-image-id="IMG_0003.jpg"]')
-            assert float(blurred.locator("img").evaluate("i => getComputedStyle(i).opacity")) < 0.5
-            sharp = page.locator('figure[data-image-id="IMG_0001.jpg"]')
-            assert float(sharp.locator("img").evaluate("i => getComputedStyle(i).opacity")) == 1
-            assert blurred.locator(".reason").all_inner_texts() == ["blurry", "not_best_in_group"]
-            assert page.locator('figure[data-image-id="notes.jpg"] .reason').inner_text() == (
-                "analysis_failed"
-            )
+        scores = blurred.locator(".scores")
+        assert not scores.is_visible()
+        blurred.hover()
+        assert scores.is_visible()
+        assert "blur (Laplacian var.)" in scores.inner_text()
+        assert "2.0" in scores.inner_text()
 
-            scores = blurred.locator(".scores")
-            assert not scores.is_visible()
-            blurred.hover()
-            assert scores.is_visible()
-            assert "blur (Laplacian var.)" in scores.inner_text()
-            assert "2.0" in scores.inner_text()
+        summary = page.locator("#summary").inner_text()
+        assert "11 photos" in summary and "8 groups" in summary
+        assert "5 keep" in summary and "1 maybe" in summary and "5 reject" in summary
+        screenshot(page, "contact_sheet.png")
 
-            summary = page.locator("#summary").inner_text()
-            assert "11 photos" in summary and "8 groups" in summary
-            assert "5 keep" in summary and "1 maybe" in summary and "5 reject" in summary
-            (ARTIFACTS / "contact_sheet.png").parent.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "contact_sheet.png"), full_page=True)
+        page.get_by_label("keep").uncheck()
+        page.get_by_label("maybe").uncheck()
+        visible = page.locator("figure.photo:visible")
+        assert (
+            sorted(visible.evaluate_all("fs => fs.map(f => f.dataset.verdict)")) == ["reject"] * 5
+        )
+        assert page.locator("section.group:visible").count() == 5  # burst, dup, 3 bad
+        assert "(5 shown)" in page.locator("#summary").inner_text()
+        screenshot(page, "contact_sheet_rejects.png")
 
-            page.get_by_label("keep").uncheck()
-            page.get_by_label("maybe").uncheck()
-            visible = page.locator("figure.photo:visible")
-            assert (
-                sorted(visible.evaluate_all("fs => fs.map(f => f.dataset.verdict)"))
-                == ["reject"] * 5
-            )
-            assert page.locator("section.group:visible").count() == 5  # burst, dup, 3 bad
-            assert "(5 shown)" in page.locator("#summary").inner_text()
-            page.screenshot(path=str(ARTIFACTS / "contact_sheet_rejects.png"), full_page=True)
-
-            page.get_by_label("reject").uncheck()
-            page.get_by_label("maybe").check()
-            assert visible.evaluate_all("fs => fs.map(f => f.dataset.imageId)") == ["IMG_0002.jpg"]
-            assert blocked == []
-        finally:
-            browser.close()
+        page.get_by_label("reject").uncheck()
+        page.get_by_label("maybe").check()
+        assert visible.evaluate_all("fs => fs.map(f => f.dataset.imageId)") == ["IMG_0002.jpg"]
+    assert blocked == []
 
 
 def test_thumbnail_names_follow_content(event: EventFolder, tmp_path: Path) -> None:

@@ -166,6 +166,8 @@ def cull(
         write_contact_sheet(groups, out, title=photo_dir.name),
     ]
     _print_cull(groups)
+    for warning in result.get("warnings") or []:
+        errors.print(f"[yellow]Cull warning:[/yellow] {warning}")
     if xmp:
         try:
             report = write_sidecars(
