@@ -30,6 +30,8 @@ from festora.critique import (
     LlmAnalyzeResponse,
     critique_photo,
 )
+from festora.cull import CullRequest, CullResponse
+from festora.cull.request import CULL_FLAGS, cull_request
 from festora.errors import ApiError, ImageTooLarge
 from festora.health import RunnerHealth
 from festora.image_workers import in_image_worker
@@ -194,6 +196,16 @@ class FestoraVision:
             return await anyio.to_thread.run_sync(
                 lambda: cluster_embeddings(req, eps=eps, min_samples=min_samples)
             )
+        except ApiError as exc:
+            return exc.to_response()  # type: ignore[return-value]
+
+    @bentoml.api(route="/v1/cull")
+    async def cull(self, req: CullRequest, /) -> CullResponse:
+        """Group a shoot, rank each group, and say what to keep and why."""
+        try:
+            if req.images is not None:
+                await self.runner_health.require(required_models(CULL_FLAGS))
+            return await cull_request(req, self.analyzer, settings)
         except ApiError as exc:
             return exc.to_response()  # type: ignore[return-value]
 

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     dbscan_eps_default: float = Field(0.35, ge=0.01, le=2.0)
     dbscan_min_samples_default: int = Field(2, ge=1, le=50)
 
+    # Culling: the most analyses one /v1/cull takes, and the most groups whose finalists one
+    # cull sends to the LLM (one call per group)
+    cull_max_analyses: int = Field(10_000, ge=1)
+    cull_llm_max_groups: int = Field(20, ge=1)
+
     # Models
     clip_model_name: str = "openai/clip-vit-base-patch32"
     deepface_detector: str = "opencv"

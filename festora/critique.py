@@ -15,9 +15,10 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
 import numpy as np
@@ -49,6 +50,8 @@ _OWN_ENDPOINT_PROVIDERS = frozenset({"anthropic", "gemini"})
 _KEYLESS_PROVIDERS = frozenset({"ollama", "ollama_chat"})
 _LANGUAGE_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
 _FENCED = re.compile(r"^```[A-Za-z]*\s*(.*?)\s*```$", re.DOTALL)
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 class LlmNotConfigured(ApiError):
@@ -143,7 +146,9 @@ class _Route:
     json_mode: bool
 
 
-class _UnusableReply(Exception):
+class UnusableReply(Exception):
+    """A reply that does not meet the expected format; `problem` is fed back to the model."""
+
     def __init__(self, problem: str) -> None:
         super().__init__(problem)
         self.problem = problem
@@ -158,8 +163,6 @@ async def critique_photo(
 ) -> LlmAnalyzeResponse:
     """Critique one photo. `image` None passes the request's URL to the provider as is."""
     started = time.perf_counter()
-    litellm = await asyncio.to_thread(import_litellm)
-    route = _route(litellm, req.model or settings.llm_default_model, settings)
     text = prompt_text(req.language or settings.llm_language)
     grounding = plain_metrics(metrics) if req.include_metrics and metrics is not None else None
     if image is None:
@@ -167,33 +170,68 @@ async def critique_photo(
     else:
         rgb = image if isinstance(image, np.ndarray) else image.rgb
         image_ref = await asyncio.to_thread(jpeg_data_url, rgb)
-    messages = _messages(text, req.custom_prompt, grounding, image_ref)
-    secrets = _secret_values(settings)
-    max_tokens = req.max_tokens or settings.llm_max_tokens
-
-    reply, tokens = await _complete(litellm, route, messages, max_tokens, settings, secrets)
-    try:
-        critique = parse_critique(reply)
-    except _UnusableReply as first:
-        logger.info("LLM reply from %s unusable, asking once more: %s", route.model, first.problem)
-        if reply.strip():
-            messages.append({"role": "assistant", "content": reply})
-        messages.append({"role": "user", "content": text.repair_request(first.problem)})
-        reply, more = await _complete(litellm, route, messages, max_tokens, settings, secrets)
-        tokens += more
-        try:
-            critique = parse_critique(reply)
-        except _UnusableReply as second:
-            raise _invalid_response(second.problem, reply, tokens, secrets) from None
-
+    reply = await ask_for_json(
+        _messages(text, req.custom_prompt, grounding, image_ref),
+        lambda content: parse_reply(content, PhotoCritique),
+        model=req.model or settings.llm_default_model,
+        max_tokens=req.max_tokens or settings.llm_max_tokens,
+        settings=settings,
+        repair_request=text.repair_request,
+    )
     return LlmAnalyzeResponse(
         ref_id=req.ref_id,
-        analysis=critique,
-        model_used=route.model,
-        tokens_used=tokens,
+        analysis=reply.value,
+        model_used=reply.model_used,
+        tokens_used=reply.tokens_used,
         processing_ms=round((time.perf_counter() - started) * 1000),
         metrics=grounding,
     )
+
+
+@dataclass(frozen=True)
+class LlmReply(Generic[T]):
+    value: T
+    model_used: str
+    tokens_used: int  # every call, the repair included
+
+
+async def ask_for_json(
+    messages: list[dict[str, Any]],
+    parse: Callable[[str], T],
+    *,
+    model: str,
+    max_tokens: int,
+    settings: Settings,
+    repair_request: Callable[[str], str],
+) -> LlmReply[T]:
+    """One chat completion whose reply `parse` must accept (raising UnusableReply otherwise);
+    an unusable reply gets one repair round with the problem fed back, then 422
+    `llm_invalid_response`. Provider failures are mapped to 502/504, unknown models to 422."""
+    litellm = await asyncio.to_thread(import_litellm)
+    route = _route(litellm, model, settings)
+    secrets = _secret_values(settings)
+    messages = list(messages)
+    reply, tokens = await _complete(litellm, route, messages, max_tokens, settings, secrets)
+    try:
+        value = parse(reply)
+    except UnusableReply as first:
+        logger.info("LLM reply from %s unusable, asking once more: %s", route.model, first.problem)
+        if reply.strip():
+            messages.append({"role": "assistant", "content": reply})
+        messages.append({"role": "user", "content": repair_request(first.problem)})
+        reply, more = await _complete(litellm, route, messages, max_tokens, settings, secrets)
+        tokens += more
+        try:
+            value = parse(reply)
+        except UnusableReply as second:
+            raise _invalid_response(second.problem, reply, tokens, secrets) from None
+    return LlmReply(value=value, model_used=route.model, tokens_used=tokens)
+
+
+def check_model(model: str, settings: Settings) -> None:
+    """Raise now what a call to `model` would raise before reaching the provider: 422 for an
+    unknown model id, 503 for a provider without a key."""
+    _route(import_litellm(), model, settings)
 
 
 def import_litellm() -> ModuleType:
@@ -222,11 +260,11 @@ def jpeg_data_url(rgb: np.ndarray, max_side: int = LLM_IMAGE_MAX_SIDE) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def parse_critique(reply: str) -> PhotoCritique:
-    """Validate a reply, tolerating code fences and prose around the JSON object."""
+def parse_reply(reply: str, model: type[M]) -> M:
+    """Validate a reply as `model`, tolerating code fences and prose around the JSON object."""
     text = reply.strip()
     if not text:
-        raise _UnusableReply("the reply was empty")
+        raise UnusableReply("the reply was empty")
     if fenced := _FENCED.match(text):
         text = fenced.group(1)
     if not text.startswith("{"):
@@ -234,9 +272,9 @@ def parse_critique(reply: str) -> PhotoCritique:
         if 0 <= start < end:
             text = text[start : end + 1]
     try:
-        return PhotoCritique.model_validate_json(text)
+        return model.model_validate_json(text)
     except ValidationError as exc:
-        raise _UnusableReply(_describe(exc)) from None
+        raise UnusableReply(_describe(exc)) from None
 
 
 def plain_metrics(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -1,10 +1,12 @@
-"""Real photos the packages ship, and the burst-like variants the cull and its signals are
-tested on: blurred, shifted, darkened, brightened, written as JPEG with camera EXIF."""
+"""Real photos the packages ship, the burst-like variants the cull and its signals are tested
+on (blurred, shifted, darkened, brightened, written as JPEG with camera EXIF), and a shoot
+made of them."""
 
 from __future__ import annotations
 
 import io
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import cv2
 import numpy as np
@@ -68,3 +70,46 @@ def jpeg(
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, "JPEG", quality=quality, exif=exif)
     return buffer.getvalue()
+
+
+BURST_START = datetime(2024, 6, 1, 15, 0, 0, 100_000)
+FRAME_INTERVAL = timedelta(milliseconds=400)
+
+
+@dataclass(frozen=True)
+class Shot:
+    image_id: str
+    data: bytes
+
+
+def burst(prefix: str, photo: np.ndarray, start: datetime, serial: str) -> list[Shot]:
+    """Five frames 0.4 s apart: sharp, blurred, shifted, darker, and an exact copy of the
+    sharp file (the same bytes, so the same EXIF moment)."""
+    frames = {
+        "1-sharp": photo,
+        "2-blurred": blurred(photo),
+        "3-shifted": shifted(photo),
+        "4-darker": scaled(photo, 0.6),
+    }
+    shots = [
+        Shot(f"{prefix}{name}", jpeg(rgb, captured_at=start + k * FRAME_INTERVAL, serial=serial))
+        for k, (name, rgb) in enumerate(frames.items())
+    ]
+    return [*shots, Shot(f"{prefix}5-copy", shots[0].data)]
+
+
+def shoot() -> list[Shot]:
+    """Two bursts from two bodies, a photo from the first body minutes later, a similar pair
+    without EXIF (a photo and its shifted copy), and an unrelated photo without EXIF."""
+    photos = real_photos()
+    return [
+        *burst("a", photos["astronaut"], BURST_START, serial="SN-A"),
+        *burst("b", photos["chelsea"], BURST_START + timedelta(minutes=3), serial="SN-B"),
+        Shot(
+            "c-coffee",
+            jpeg(photos["coffee"], captured_at=BURST_START + timedelta(minutes=9), serial="SN-A"),
+        ),
+        Shot("d1-flower", jpeg(photos["flower"])),
+        Shot("d2-flower-shifted", jpeg(shifted(photos["flower"], 0.02))),
+        Shot("e-china", jpeg(photos["china"])),
+    ]

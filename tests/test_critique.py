@@ -22,8 +22,9 @@ from festora.config import Settings
 from festora.critique import (
     LlmAnalyzeRequest,
     LlmAnalyzeResponse,
+    PhotoCritique,
     critique_photo,
-    parse_critique,
+    parse_reply,
 )
 from festora.errors import ApiError
 from tests.openai_server import OpenAICompatServer, RecordedRequest, Reply
@@ -374,5 +375,5 @@ def test_parse_critique_tolerates_prose_and_blank_reasons() -> None:
     reply = (
         "Here is my review:\n" + critique_json(discard_reason="  ", pose_quality="") + "\nThanks"
     )
-    critique = parse_critique(reply)
+    critique = parse_reply(reply, PhotoCritique)
     assert critique.discard_reason is None and critique.pose_quality is None
