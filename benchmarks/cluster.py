@@ -15,19 +15,17 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.server import time_posts_without_models  # noqa: E402
 from festora.clustering import cluster_embeddings  # noqa: E402
 from festora.schemas import ClusterRequest  # noqa: E402
-from tests.serving import serve  # noqa: E402
 
 TARGET_SECONDS = 5.0
 
@@ -60,25 +58,10 @@ def main() -> None:
         cluster_embeddings(request, eps=0.35, min_samples=2)
         in_process.append(time.perf_counter() - started)
 
-    home = Path(tempfile.mkdtemp(prefix="festora-cluster-bench-"))
-    env = {
-        "BENTOML_HOME": str(home / "bentoml"),
-        "RATE_LIMIT_ENABLED": "false",
-        "BENTOML_DO_NOT_TRACK": "true",
-        "LOG_LEVEL": "WARNING",
-    }
-    over_http = []
-    with serve(env, home / "serve.log") as server, httpx.Client(timeout=120) as client:
-        for _ in range(args.runs):
-            started = time.perf_counter()
-            response = client.post(
-                f"{server.url}/v1/cluster",
-                content=body,
-                headers={"Content-Type": "application/json"},
-            )
-            result = response.json()
-            over_http.append(time.perf_counter() - started)
-            response.raise_for_status()
+    over_http = time_posts_without_models("/v1/cluster", body, args.runs, "cluster")
+    result = cluster_embeddings(
+        ClusterRequest.model_validate_json(body), eps=0.35, min_samples=2
+    ).model_dump()
     http_median = statistics.median(over_http)
     local_median = statistics.median(in_process)
     lines = [

@@ -19,19 +19,18 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import httpx
 import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.server import time_posts_without_models  # noqa: E402
 from festora.analysis import decode, decode_size  # noqa: E402
 from festora.config import get_settings  # noqa: E402
 from festora.cull import CullRequest, cull  # noqa: E402
@@ -46,7 +45,6 @@ from festora.schemas import (  # noqa: E402
     QualityResult,
 )
 from tests.photos import jpeg, real_photos, shoot  # noqa: E402
-from tests.serving import serve  # noqa: E402
 from tests.test_cull import analyse  # noqa: E402
 
 TARGET_SECONDS = 5.0
@@ -88,7 +86,7 @@ def workload(count: int, seed: int = 0) -> list[ImageAnalysisResult]:
     return out
 
 
-def cheap_analyses(iterations: int = 20) -> list[tuple[str, float]]:
+def cheap_analyses(iterations: int = 20) -> tuple[list[tuple[str, float]], tuple[int, ...], int]:
     """Median ms per 12 MP JPEG of each cheap analysis, on the decode /v1/analyze makes."""
     photo = Image.fromarray(real_photos()["astronaut"]).resize(
         (4000, 3000), Image.Resampling.BICUBIC
@@ -137,25 +135,10 @@ def main() -> None:
         parse_and_cull.append(time.perf_counter() - started)
     kinds = Counter(g.kind for g in result.groups)
 
-    home = Path(tempfile.mkdtemp(prefix="festora-cull-bench-"))
-    env = {
-        "BENTOML_HOME": str(home / "bentoml"),
-        "RATE_LIMIT_ENABLED": "false",
-        "BENTOML_DO_NOT_TRACK": "true",
-        "LOG_LEVEL": "WARNING",
-    }
-    over_http = []
-    with serve(env, home / "serve.log") as server, httpx.Client(timeout=300) as client:
-        for _ in range(args.runs):
-            started = time.perf_counter()
-            response = client.post(
-                f"{server.url}/v1/cull", content=body, headers={"Content-Type": "application/json"}
-            )
-            response.json()
-            over_http.append(time.perf_counter() - started)
-            response.raise_for_status()
+    over_http = time_posts_without_models("/v1/cull", body, args.runs, "cull")
 
     cheap, decoded_shape, jpeg_bytes = cheap_analyses()
+    load = os.getloadavg()
     timed = [
         ("`cull()` in process (the cull itself)", in_process),
         ("JSON parse + `cull()` in process", parse_and_cull),
@@ -166,7 +149,8 @@ def main() -> None:
         "# Cull benchmark (`benchmarks/cull.py`)",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()} (shared with other users: compare ratios).",
+        f"Python {platform.python_version()}; load average {load[0]:.1f} / {load[1]:.1f} / "
+        f"{load[2]:.1f} (1/5/15 min) at the end, on a machine shared with other users.",
         f"Workload: {args.count} analyses (the test shoot repeated, see the module docstring), "
         f"each with a 512-float embedding: {len(body) / 1e6:.1f} MB of JSON; "
         f"{len(result.groups)} groups ({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}).",

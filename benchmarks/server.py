@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -320,3 +321,28 @@ class Served:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def time_posts_without_models(path: str, body: bytes, runs: int, name: str) -> list[float]:
+    """Seconds from request to parsed response of `runs` POSTs of `body` to `path`, on the
+    real service started with an empty model store (for routes that need no model)."""
+    from tests.serving import serve
+
+    home = Path(tempfile.mkdtemp(prefix=f"festora-{name}-bench-"))
+    env = {
+        "BENTOML_HOME": str(home / "bentoml"),
+        "RATE_LIMIT_ENABLED": "false",
+        "BENTOML_DO_NOT_TRACK": "true",
+        "LOG_LEVEL": "WARNING",
+    }
+    seconds = []
+    with serve(env, home / "serve.log") as server, httpx.Client(timeout=300) as client:
+        for _ in range(runs):
+            started = time.perf_counter()
+            response = client.post(
+                f"{server.url}{path}", content=body, headers={"Content-Type": "application/json"}
+            )
+            response.json()
+            seconds.append(time.perf_counter() - started)
+            response.raise_for_status()
+    return seconds

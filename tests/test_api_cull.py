@@ -121,11 +121,21 @@ def test_culling_the_analyses_gives_the_same_answer(
     assert comparable(response.json()) == comparable(from_images)
 
 
+def without_nulls(value: Any) -> Any:
+    """The same JSON without null members: BentoML 1.4's client cannot encode a null where its
+    schema has an object (it tests `k in None`); an absent member means the same here."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
+
+
 def test_the_generated_client_culls(
     server: Server, analyses: list[dict[str, Any]], from_images: dict[str, Any]
 ) -> None:
     with bentoml.SyncHTTPClient(server.url, timeout=120) as client:
-        body = client.cull({"analyses": analyses[::-1], "weights": NO_NIMA})
+        body = client.cull(without_nulls({"analyses": analyses[::-1], "weights": NO_NIMA}))
     assert body["groups"] == from_images["groups"]
 
 
@@ -190,7 +200,7 @@ def test_the_llm_compares_finalists_in_one_call_per_group(
     calls = llm.requests[before:]
     images = {i["image_id"]: i for i in body["images"]}
 
-    assert len(calls) == 3 and body["warnings"] == [w for w in body["warnings"] if "LLM" not in w]
+    assert len(calls) == 3 and not [w for w in body["warnings"] if "LLM" in w]
     assert sorted(len(c.image_urls()) for c in calls) == [2, 3, 3]  # blurred and copy left out
     assert all(url.startswith("data:image/jpeg;base64,") for c in calls for url in c.image_urls())
     for group in body["groups"][:2]:
