@@ -19,7 +19,7 @@ import aiohttp
 import numpy as np
 
 from festora import preprocess
-from festora.blur import measure_blur
+from festora.blur import blur_of_gray, to_analysis_gray
 from festora.config import Settings
 from festora.errors import ApiError, ModelUnavailable
 from festora.exposure import measure_exposure
@@ -105,16 +105,17 @@ def prepare_inputs(
     it in_image_worker); `clip_size` is the CLIP runner's input size."""
     rgb = decoded.rgb
     inputs: dict[str, Any] = {}
-    if flags.run_exposure:
-        inputs["exposure"] = measure_exposure(rgb)
-    if flags.run_fingerprint:
-        inputs["fingerprint"] = fingerprint(rgb, decoded.sha256)
+    if flags.run_blur or flags.run_exposure or flags.run_fingerprint:
+        # one grayscale copy at the blur analysis size serves all three
+        gray = to_analysis_gray(rgb, settings.blur_analysis_size)
+        if flags.run_blur:
+            inputs["blur"] = blur_of_gray(gray, settings.blur_threshold)
+        if flags.run_exposure:
+            inputs["exposure"] = measure_exposure(gray)
+        if flags.run_fingerprint:
+            inputs["fingerprint"] = fingerprint(gray, decoded.sha256)
     if flags.run_metadata:
         inputs["metadata"] = read_metadata(decoded.exif)
-    if flags.run_blur:
-        inputs["blur"] = measure_blur(
-            rgb, analysis_size=settings.blur_analysis_size, threshold=settings.blur_threshold
-        )
     if flags.run_quality:
         inputs["nima"] = preprocess.nima_input(rgb)
         inputs["brisque"] = preprocess.brisque_input(rgb)

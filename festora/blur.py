@@ -18,7 +18,11 @@ from festora.schemas import BlurResult
 
 def to_analysis_gray(rgb: np.ndarray, long_side: int) -> np.ndarray:
     """Grayscale copy with its long side at most `long_side` pixels (area resampling)."""
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    return shrink(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), long_side)
+
+
+def shrink(gray: np.ndarray, long_side: int) -> np.ndarray:
+    """`gray` with its long side at most `long_side` pixels (area resampling, never enlarged)."""
     height, width = gray.shape
     scale = long_side / max(height, width)
     if scale < 1.0:
@@ -32,7 +36,11 @@ def laplacian_variance(gray: np.ndarray) -> float:
 
 
 def measure_blur(rgb: np.ndarray, *, analysis_size: int, threshold: float) -> BlurResult:
-    gray = to_analysis_gray(rgb, analysis_size)
+    return blur_of_gray(to_analysis_gray(rgb, analysis_size), threshold)
+
+
+def blur_of_gray(gray: np.ndarray, threshold: float) -> BlurResult:
+    """The blur verdict of a grayscale image already at the analysis size."""
     variance = laplacian_variance(gray)
     return BlurResult(
         laplacian_variance=round(variance, 4),

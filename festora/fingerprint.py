@@ -18,8 +18,9 @@ PHASH_BITS = 64
 _PHASH_INPUT = 32
 
 
-def perceptual_hash(rgb: np.ndarray) -> str:
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+def perceptual_hash(image: np.ndarray) -> str:
+    """`image` is RGB, or its luma at any size (e.g. the blur analysis's grayscale copy)."""
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
     small = cv2.resize(gray, (_PHASH_INPUT, _PHASH_INPUT), interpolation=cv2.INTER_AREA)
     digest = cv2.img_hash.PHash.create().compute(small)
     return bytes(digest.ravel()).hex()
@@ -30,5 +31,5 @@ def phash_distance(a: str, b: str) -> int:
     return (int(a, 16) ^ int(b, 16)).bit_count()
 
 
-def fingerprint(rgb: np.ndarray, sha256: str) -> FingerprintResult:
-    return FingerprintResult(sha256=sha256, phash=perceptual_hash(rgb))
+def fingerprint(image: np.ndarray, sha256: str) -> FingerprintResult:
+    return FingerprintResult(sha256=sha256, phash=perceptual_hash(image))

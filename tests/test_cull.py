@@ -22,6 +22,7 @@ from festora.analysis import ImageAnalyzer
 from festora.config import get_settings
 from festora.cull import CullError, CullOptions, CullResponse, cull
 from festora.cull.signals import DEFAULT_WEIGHTS
+from festora.health import RunnerHealth
 from festora.schemas import (
     AnalysisFlags,
     EmbeddingResult,
@@ -36,7 +37,8 @@ LOCAL = AnalysisFlags(run_quality=False, run_emotion=False, run_embedding=False)
 
 def analyse(shot: Shot) -> ImageAnalysisResult:
     """The model-free analyses of one photo, as the service computes them."""
-    analyzer = ImageAnalyzer(models=None, settings=get_settings())  # type: ignore[arg-type]
+    settings = get_settings()
+    analyzer = ImageAnalyzer(None, settings, RunnerHealth(dict, settings))  # type: ignore[arg-type]
     result = anyio.run(analyzer.analyze_bytes, shot.data, LOCAL)
     result.image_id = shot.image_id
     return result
