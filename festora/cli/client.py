@@ -19,6 +19,7 @@ from festora import __version__
 # Statuses that mean "try again later", with the server's Retry-After when it sends one.
 _BUSY = frozenset({429, 503})
 _MAX_ATTEMPTS = 8
+_MAX_CONNECT_ATTEMPTS = 4
 _MAX_WAIT_SECONDS = 30.0
 # Per-image refusals: the photo itself is the problem, so it is recorded as failed for good.
 PHOTO_ERRORS = frozenset({413, 422})
@@ -30,6 +31,10 @@ class ServiceError(Exception):
 
 class Unauthorized(ServiceError):
     pass
+
+
+class Unreachable(ServiceError):
+    """No connection after a few tries: the run stops rather than fail every photo slowly."""
 
 
 class PhotoRejected(Exception):
@@ -87,8 +92,8 @@ class FestoraClient:
             try:
                 response = self._http.post(path, json=body)
             except httpx.TransportError as exc:
-                if attempt == _MAX_ATTEMPTS:
-                    raise ServiceError(f"{path}: {exc}") from exc
+                if attempt >= _MAX_CONNECT_ATTEMPTS:
+                    raise Unreachable(f"{path}: {exc!r}") from exc
                 time.sleep(min(2.0**attempt, _MAX_WAIT_SECONDS))
                 continue
             if response.status_code in _BUSY and attempt < _MAX_ATTEMPTS:

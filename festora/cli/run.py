@@ -29,7 +29,13 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from festora.cli.client import FestoraClient, PhotoRejected, ServiceError, Unauthorized
+from festora.cli.client import (
+    FestoraClient,
+    PhotoRejected,
+    ServiceError,
+    Unauthorized,
+    Unreachable,
+)
 from festora.cli.photos import Photo, Record, ResultsLog, new_record, sha256_of
 from festora.cli.sheet import ensure_thumbnail
 
@@ -116,8 +122,8 @@ def analyse_folder(
         for photo, outcome in _run_all(
             list(by_photo), lambda p: _analyse(by_photo[p], client, thumbs), concurrency, summary
         ):
-            if isinstance(outcome, Unauthorized):
-                raise outcome
+            if isinstance(outcome, Unauthorized | Unreachable):
+                raise outcome  # every other photo would fail the same way
             item = by_photo[photo]
             same = [item, *copies[item.sha256]]
             for each in same:
