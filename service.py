@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import bentoml
+from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
@@ -36,6 +38,9 @@ from festora.errors import ApiError, ImageTooLarge
 from festora.health import RunnerHealth
 from festora.image_workers import in_image_worker
 from festora.ingest import read_image_bytes
+from festora.jobs.api import JobsApi, open_jobs
+from festora.jobs.schemas import JobCreated, JobRequest, JobState
+from festora.jobs.throttle import InteractiveRequestsMiddleware, JobThrottle
 from festora.logs import configure_logging
 from festora.middleware.auth import ApiKeyMiddleware
 from festora.middleware.body_limit import BodyLimitMiddleware
@@ -67,6 +72,7 @@ shared_state = connect(settings)  # REDIS_URL: state shared by every replica, el
 request_parsing.install()
 
 health_app = Starlette()
+job_throttle = JobThrottle(settings.job_concurrency, settings.job_concurrency_under_load)
 
 
 @bentoml.asgi_app(health_app, path="/")
@@ -79,7 +85,7 @@ health_app = Starlette()
         "cors": {
             "enabled": True,
             "access_control_allow_origins": list(settings.cors_allow_origins),
-            "access_control_allow_methods": ["GET", "POST", "OPTIONS"],
+            "access_control_allow_methods": ["GET", "POST", "DELETE", "OPTIONS"],
             "access_control_allow_headers": ["Content-Type", "X-Api-Key", "Authorization"],
             "access_control_expose_headers": ["Retry-After"],
         },
@@ -97,6 +103,7 @@ class FestoraVision:
     def __init__(self) -> None:
         self.runner_health = RunnerHealth(self._runners, settings)
         self.analyzer = ImageAnalyzer(self, settings, self.runner_health)
+        self.jobs = open_jobs(settings, self.analyzer, self.runner_health, job_throttle)
 
     def _runners(self) -> dict[str, Any]:
         return {
@@ -109,6 +116,15 @@ class FestoraVision:
 
     async def __is_ready__(self) -> bool:
         return await self.runner_health.ready()
+
+    @bentoml.on_startup
+    async def _start_jobs(self) -> None:
+        self._job_runner = asyncio.create_task(self.jobs.runner.run())
+
+    @bentoml.on_shutdown
+    async def _stop_jobs(self) -> None:
+        self._job_runner.cancel()
+        await self.jobs.runner.stop()
 
     # ---- routes ---------------------------------------------------------------------------
 
@@ -186,6 +202,27 @@ class FestoraVision:
             total_processing_time_ms=round((time.perf_counter() - started) * 1000, 3),
         )
 
+    @bentoml.api(route="/v1/jobs")
+    async def create_job(self, req: JobRequest, /) -> JobCreated:
+        try:
+            created = await self.jobs.create(req)
+        except ApiError as exc:
+            return exc.to_response()  # type: ignore[return-value]
+        return JSONResponse(created.model_dump(mode="json"), status_code=202)  # type: ignore[return-value]
+
+    @bentoml.task(route="/v1/jobs/run")
+    async def run_job(self, req: JobRequest, /, ctx: bentoml.Context) -> JobState:
+        """The same job through BentoML's task mechanism, for the generated client:
+        `client.run_job.submit(req)` starts it, `get_status()` / `get()` follow it, and the
+        task id is the job id (progress and results at /v1/jobs/{id}). The job itself lives
+        in the store: after a restart it continues, but BentoML forgets the task."""
+        task_id = getattr(ctx.request.state, "task_id", None)  # None when called directly
+        try:
+            created = await self.jobs.create(req, job_id=task_id)
+            return await self.jobs.wait(created.job_id)
+        except ApiError as exc:
+            return exc.to_response()  # type: ignore[return-value]
+
     @bentoml.api(route="/v1/cluster")
     async def cluster(self, req: ClusterRequest, /) -> ClusterResponse:
         eps = req.eps if req.eps is not None else settings.dbscan_eps_default
@@ -251,6 +288,45 @@ health_app.router.routes.extend(
     ]
 )
 
+
+async def _job_state(request: Request) -> JSONResponse:
+    return await _job_answer(lambda jobs: jobs.state(request.path_params["job_id"]))
+
+
+async def _job_results(request: Request) -> JSONResponse:
+    return await _job_answer(
+        lambda jobs: jobs.results(request.path_params["job_id"], request.query_params)
+    )
+
+
+async def _job_cull(request: Request) -> JSONResponse:
+    return await _job_answer(lambda jobs: jobs.cull(request.path_params["job_id"]))
+
+
+async def _job_cancel(request: Request) -> JSONResponse:
+    return await _job_answer(lambda jobs: jobs.cancel(request.path_params["job_id"]))
+
+
+async def _job_answer(
+    call: Callable[[JobsApi], Awaitable[BaseModel | dict[str, Any]]],
+) -> JSONResponse:
+    service: FestoraVision = bentoml.get_current_service()
+    try:
+        body = await call(service.jobs)
+    except ApiError as exc:
+        return exc.to_response()
+    return JSONResponse(body.model_dump(mode="json") if isinstance(body, BaseModel) else body)
+
+
+health_app.router.routes.extend(
+    [
+        Route("/v1/jobs/{job_id}", _job_state, methods=["GET"]),
+        Route("/v1/jobs/{job_id}", _job_cancel, methods=["DELETE"]),
+        Route("/v1/jobs/{job_id}/results", _job_results, methods=["GET"]),
+        Route("/v1/jobs/{job_id}/cull", _job_cull, methods=["GET"]),
+    ]
+)
+
 FestoraVision.add_asgi_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
 if settings.auth_enabled:
     FestoraVision.add_asgi_middleware(
@@ -270,3 +346,4 @@ FestoraVision.add_asgi_middleware(
     retry_after=settings.overload_retry_after_seconds,
 )
 FestoraVision.add_asgi_middleware(ErrorEnvelopeMiddleware)
+FestoraVision.add_asgi_middleware(InteractiveRequestsMiddleware, throttle=job_throttle)

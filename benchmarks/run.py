@@ -109,6 +109,16 @@ def child_json(module: str, out: Path, *args: str) -> dict[str, Any]:
     return dict(json.loads(out.read_text()))
 
 
+def import_weights() -> None:
+    log("importing random-init weights into the benchmark model store (once)")
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "import_models.py"), "--random-init"],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
 def git_state() -> str:
     try:
         head = subprocess.run(
@@ -264,13 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = dict(item.split("=", 1) for item in args.env)
     env = server_env(extra)
 
-    log("importing random-init weights into the benchmark model store (once)")
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "import_models.py"), "--random-init"],
-        cwd=ROOT,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    import_weights()
     log("making the 12 MP and 24 MP JPEGs (once)")
     photos = build_photos(WORK / "images")
     meter = CpuMeter()

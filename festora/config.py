@@ -73,6 +73,15 @@ class Settings(BaseSettings):
     blur_analysis_size: int = Field(1024, ge=64)
     blur_threshold: float = Field(10.0, gt=0)
 
+    # Jobs (/v1/jobs): whole events analysed in the background, kept in JOBS_DIR
+    jobs_dir: Path = Path("data/jobs")
+    job_max_images: int = Field(10_000, ge=1)
+    job_concurrency: int = Field(16, ge=1)
+    job_concurrency_under_load: int = Field(2, ge=1)
+    job_max_running: int = Field(2, ge=1)
+    job_lease_seconds: float = Field(15.0, ge=1)
+    job_retention_seconds: float = Field(7 * 24 * 3600, gt=0)
+
     # Clustering
     dbscan_eps_default: float = Field(0.35, ge=0.01, le=2.0)
     dbscan_min_samples_default: int = Field(2, ge=1, le=50)

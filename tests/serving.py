@@ -29,9 +29,15 @@ def free_port() -> int:
 class Server:
     url: str
     log_path: Path
+    process: subprocess.Popen[bytes]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the whole `bentoml serve` process group, as a crash would."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
 
 @contextmanager
@@ -62,22 +68,24 @@ def serve(
                 str(port),
             ],
             cwd=working_dir,
-            env={**os.environ, **env},
+            # Each server keeps its own jobs unless a test shares a folder on purpose.
+            env={**os.environ, "JOBS_DIR": str(log_path.with_suffix(".jobs")), **env},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    server = Server(url=f"http://127.0.0.1:{port}", log_path=log_path)
+    server = Server(url=f"http://127.0.0.1:{port}", log_path=log_path, process=process)
     try:
         wait_ready(server, process, ready_path)
         yield server
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        if process.poll() is None:  # not killed by the test
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
 
 def wait_ready(

@@ -1,0 +1,253 @@
+"""A whole event as one job against the batch endpoint, side by side in one run.
+
+The same server, the same photos (distinct crop/resize/noise variants of the photos the
+packages ship, fetched by URL from a local image host) and the same flags go through
+`/v1/analyze/batch` (batches of 20, one at a time, as in `run.py`'s batch scenarios) and
+through one `/v1/jobs` job, alternating which goes first each round so a busy neighbour on
+the shared machine weighs on both. Writes `benchmarks/jobs.json` and the "Jobs" section of
+`benchmarks/RESULTS.md`.
+
+    .venv/bin/python benchmarks/jobs.py --images 2000 --pipeline embedding --rounds 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.load import ALL_FLAGS, EMBEDDING_ONLY  # noqa: E402
+from benchmarks.run import WORK, git_state, import_weights, isolated_env, server_env  # noqa: E402
+from benchmarks.server import CpuMeter, ImageHost, Served  # noqa: E402
+from tests.eventphotos import event_photos  # noqa: E402
+
+BATCH_SIZE = 20
+PIPELINES = {
+    "full": ALL_FLAGS,
+    "embedding": EMBEDDING_ONLY,
+    "blur": {**{k: False for k in ALL_FLAGS}, "run_blur": True},
+}
+MARK_START, MARK_END = "<!-- jobs.py: start -->", "<!-- jobs.py: end -->"
+
+
+def log(message: str) -> None:
+    print(f"[jobs {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def make_photos(count: int, long_side: int) -> Path:
+    folder = WORK / f"event-{long_side}px"
+    folder.mkdir(parents=True, exist_ok=True)
+    missing = [i for i in range(count) if not (folder / f"{i:05d}.jpg").exists()]
+    if missing:
+        for i, photo in enumerate(event_photos(count, long_side=long_side)):
+            if i in missing:
+                (folder / f"{i:05d}.jpg").write_bytes(photo)
+    return folder
+
+
+def time_batches(
+    client: httpx.Client, images: list[dict[str, str]], flags: dict[str, bool]
+) -> dict[str, Any]:
+    started, failed = time.perf_counter(), 0
+    for start in range(0, len(images), BATCH_SIZE):
+        body = {"images": images[start : start + BATCH_SIZE], **flags}
+        response = client.post("/v1/analyze/batch", json=body)
+        response.raise_for_status()
+        failed += response.json()["failed"]
+    return {"seconds": time.perf_counter() - started, "failed": failed}
+
+
+def time_job(
+    client: httpx.Client, images: list[dict[str, str]], flags: dict[str, bool]
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    created = client.post("/v1/jobs", json={"kind": "analyze", "images": images, **flags})
+    created.raise_for_status()
+    job_id = created.json()["job_id"]
+    while (state := client.get(f"/v1/jobs/{job_id}").json())["status"] in ("queued", "running"):
+        time.sleep(0.5)
+    seconds = time.perf_counter() - started
+    if state["status"] != "done":
+        raise RuntimeError(f"job ended {state}")
+    return {"seconds": seconds, "failed": state["progress"]["failed"], "job_id": job_id}
+
+
+def analyze_latencies(
+    client: httpx.Client, images: list[dict[str, str]], flags: dict[str, bool]
+) -> list[float]:
+    """Seconds per synchronous /v1/analyze call, one at a time."""
+    latencies = []
+    for image in images:
+        started = time.perf_counter()
+        client.post("/v1/analyze", json={"image": image, **flags}).raise_for_status()
+        latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+def latency_beside_a_job(
+    client: httpx.Client, images: list[dict[str, str]], flags: dict[str, bool], probes: int
+) -> dict[str, float]:
+    """p50 of a lone client's /v1/analyze with the service idle, then while a job runs: what
+    the throttle leaves synchronous requests."""
+    idle = analyze_latencies(client, images[:probes], flags)
+    job_id = client.post("/v1/jobs", json={"images": images, **flags}).json()["job_id"]
+    while client.get(f"/v1/jobs/{job_id}").json()["progress"]["done"] < 2 * BATCH_SIZE:
+        time.sleep(0.2)  # the job is in full swing
+    busy = analyze_latencies(client, images[-probes:], flags)
+    state = client.delete(f"/v1/jobs/{job_id}").json()
+    return {
+        "idle_p50_s": statistics.median(idle),
+        "beside_job_p50_s": statistics.median(busy),
+        "job_done_meanwhile": state["progress"]["done"],
+    }
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    flags = PIPELINES[args.pipeline]
+    folder = make_photos(args.images, args.long_side)
+    env = server_env(
+        {"JOBS_DIR": str(WORK / "jobs-store"), **dict(e.split("=", 1) for e in args.env)}
+    )
+    rounds: list[dict[str, Any]] = []
+    with ImageHost(folder) as host, Served(env, WORK / "jobs-serve.log") as served:
+        meter = CpuMeter(server_pid=served.pid, helper_pids=[host.process.pid])  # type: ignore[union-attr]
+        images = [
+            {"url": f"{host.url}/{i:05d}.jpg", "image_id": f"IMG_{i:05d}"}
+            for i in range(args.images)
+        ]
+        with httpx.Client(base_url=served.url, timeout=900) as client:
+            log("warm-up: two batches")
+            time_batches(client, images[: 2 * BATCH_SIZE], flags)
+            for round_index in range(args.rounds):
+                order = ("batch", "job") if round_index % 2 == 0 else ("job", "batch")
+                measured: dict[str, Any] = {}
+                for kind in order:
+                    before = meter.snapshot()
+                    outcome = (time_batches if kind == "batch" else time_job)(client, images, flags)
+                    cpu = CpuMeter.delta(before, meter.snapshot())
+                    outcome["images_per_s"] = args.images / outcome["seconds"]
+                    outcome["other_users_cpu_pct"] = cpu["other_pct"]
+                    measured[kind] = outcome
+                    log(
+                        f"round {round_index + 1} {kind}: {outcome['images_per_s']:.2f} images/s,"
+                        f" {outcome['failed']} failed, other users {cpu['other_pct']}% of the CPU"
+                    )
+                rounds.append(measured)
+            log("latency of a lone synchronous client, idle and beside a job")
+            latency = latency_beside_a_job(client, images, flags, args.probes)
+            log(f"{latency}")
+    batch = statistics.median(r["batch"]["images_per_s"] for r in rounds)
+    job = statistics.median(r["job"]["images_per_s"] for r in rounds)
+    return {
+        "run": {
+            "command": " ".join(["benchmarks/jobs.py", *sys.argv[1:]]),
+            "finished": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "git": git_state(),
+            "cores": os.cpu_count(),
+        },
+        "images": args.images,
+        "long_side_px": args.long_side,
+        "pipeline": args.pipeline,
+        "flags": flags,
+        "server_env": env,
+        "rounds": rounds,
+        "sync_latency": latency,
+        "batch_images_per_s": batch,
+        "job_images_per_s": job,
+        "job_vs_batch": job / batch,
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    rows = [
+        f"| {i + 1} | {r['batch']['images_per_s']:.2f} | {r['job']['images_per_s']:.2f} | "
+        f"{r['job']['images_per_s'] / r['batch']['images_per_s']:.2f} | "
+        f"{r['batch']['failed']} / {r['job']['failed']} | "
+        f"{r['batch']['other_users_cpu_pct']}% / {r['job']['other_users_cpu_pct']}% |"
+        for i, r in enumerate(result["rounds"])
+    ]
+    share = 100 * result["job_vs_batch"]
+    lat = result["sync_latency"]
+    verdict = "pass" if share >= 90 else "**MISS**"
+    analyses = ", ".join(k for k, v in result["flags"].items() if v)
+    header = ["Round", "Batch images/s", "Job images/s", "Job / batch", "Failed (batch / job)"]
+    header.append("Other users' CPU (batch / job)")
+    return "\n".join(
+        [
+            MARK_START,
+            "## Jobs: a whole event through `/v1/jobs` beside `/v1/analyze/batch`",
+            "",
+            f"Generated by `{result['run']['command']}` on {result['run']['finished']} "
+            f"(git {result['run']['git']}). {result['images']} distinct photos "
+            f"(crop/resize/noise variants of the five photos scikit-image and scikit-learn ship, "
+            f"long side {result['long_side_px']} px, by URL from a local image host), "
+            f"pipeline `{result['pipeline']}` ({analyses}), the same server and flags for both: "
+            "the batch endpoint in batches of 20 one at a time, and one job of all the photos "
+            "timed from its POST until it reports done.",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+            *rows,
+            "",
+            f"Median: batch {result['batch_images_per_s']:.2f} images/s, job "
+            f"{result['job_images_per_s']:.2f} images/s = "
+            f"{share:.0f}% of the batch endpoint (target >= 90%: {verdict}).",
+            "",
+            f"Synchronous requests beside a job (the throttle, `festora/jobs/throttle.py`): one "
+            f"client's `/v1/analyze` with the same flags took a median {lat['idle_p50_s']:.3f} s "
+            f"on the idle service and {lat['beside_job_p50_s']:.3f} s while a job of "
+            f"{result['images']} photos ran ({lat['job_done_meanwhile']} of them done by the end "
+            "of the probe, then it was cancelled).",
+            MARK_END,
+        ]
+    )
+
+
+def record(result: dict[str, Any]) -> None:
+    (ROOT / "benchmarks" / "jobs.json").write_text(json.dumps(result, indent=2) + "\n")
+    results_md = ROOT / "benchmarks" / "RESULTS.md"
+    text = results_md.read_text()
+    if MARK_START in text:
+        text = text[: text.index(MARK_START)] + text[text.index(MARK_END) + len(MARK_END) :].lstrip(
+            "\n"
+        )
+    results_md.write_text(text.rstrip("\n") + "\n\n" + markdown(result) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--long-side", type=int, default=1600, help="photo size in pixels")
+    parser.add_argument("--pipeline", choices=PIPELINES, default="embedding")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--probes", type=int, default=10, help="synchronous latency probes")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server")
+    parser.add_argument("--no-record", action="store_true", help="print, do not write RESULTS.md")
+    args = parser.parse_args()
+    os.environ.update(isolated_env(WORK))
+    import_weights()
+    result = measure(args)
+    log(
+        f"batch {result['batch_images_per_s']:.2f} images/s, job {result['job_images_per_s']:.2f} "
+        f"images/s ({100 * result['job_vs_batch']:.0f}%)"
+    )
+    if not args.no_record:
+        record(result)
+    else:
+        print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
