@@ -32,6 +32,11 @@ from festora.schemas import AnalysisFlags, ImageInput
 logger = logging.getLogger("festora.jobs")
 
 PENDING_CHUNK = 64  # images read from the store at a time: bounds memory for base64 jobs
+# Images that failed only because a runner was down are tried again, in up to PASSES passes
+# over the job, RETRY_AFTER_SECONDS x pass apart; after the last they keep their error.
+TRANSIENT_ERRORS = frozenset({"model_unavailable", "model_not_ready", "overloaded"})
+PASSES = 4
+RETRY_AFTER_SECONDS = 5.0
 EXPIRE_EVERY_SECONDS = 60.0  # or a quarter of the retention, if shorter
 
 
@@ -110,13 +115,10 @@ class JobRunner:
                 error = f"model not loaded: {', '.join(missing)}; see /health"
                 await self.store.finish(job_id, "failed", error=error)
                 return
-            async with asyncio.TaskGroup() as images:
-                after = -1
-                while chunk := await self.store.pending(job_id, after, PENDING_CHUNK):
-                    for pending in chunk:
-                        await self.throttle.acquire()
-                        images.create_task(self._analyze(job_id, pending, flags))
-                    after = chunk[-1].index
+            for attempt in range(1, PASSES + 1):
+                if not await self._pass(job_id, flags, final=attempt == PASSES):
+                    break
+                await asyncio.sleep(RETRY_AFTER_SECONDS * attempt)
             if await self.store.finish(job_id, "done"):
                 logger.info("job done", extra={"job_id": job_id})
         except asyncio.CancelledError:
@@ -130,10 +132,32 @@ class JobRunner:
             self._running.pop(job_id, None)
             self.wake()
 
-    async def _analyze(self, job_id: str, pending: PendingImage, flags: AnalysisFlags) -> None:
+    async def _pass(self, job_id: str, flags: AnalysisFlags, *, final: bool) -> bool:
+        """Analyse every image still without a result; True if some were left for later."""
+        left: list[int] = []
+        async with asyncio.TaskGroup() as images:
+            after = -1
+            while chunk := await self.store.pending(job_id, after, PENDING_CHUNK):
+                for pending in chunk:
+                    await self.throttle.acquire()
+                    images.create_task(self._analyze(job_id, pending, flags, final, left))
+                after = chunk[-1].index
+        return bool(left)
+
+    async def _analyze(
+        self,
+        job_id: str,
+        pending: PendingImage,
+        flags: AnalysisFlags,
+        final: bool,
+        left: list[int],
+    ) -> None:
         try:
             image = ImageInput.model_validate(pending.image)
             result = await self.analyzer.analyze_isolated(image, flags)
+            if result.error_code in TRANSIENT_ERRORS and not final:
+                left.append(pending.index)  # a runner restarting: try this image again later
+                return
             await self.store.record(
                 job_id, pending.index, result.model_dump(mode="json"), result.error is not None
             )
