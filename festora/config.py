@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     # Jobs (/v1/jobs): whole events analysed in the background, kept in JOBS_DIR
     jobs_dir: Path = Path("data/jobs")
     job_max_images: int = Field(10_000, ge=1)
-    job_concurrency: int = Field(16, ge=1)
+    job_concurrency: int = Field(20, ge=1)
     job_concurrency_under_load: int = Field(2, ge=1)
     job_max_running: int = Field(2, ge=1)
     job_lease_seconds: float = Field(15.0, ge=1)

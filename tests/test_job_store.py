@@ -92,7 +92,7 @@ def test_cull_results_round_trip(store: SqliteJobStore) -> None:
 
 def test_job_images_get_a_small_share_while_synchronous_requests_run() -> None:
     async def scenario() -> list[int]:
-        throttle = JobThrottle(concurrency=4, concurrency_under_load=1)
+        throttle = JobThrottle(concurrency=4, concurrency_under_load=1, hold_seconds=0.2)
         seen = []
         for _ in range(4):
             await throttle.acquire()
@@ -104,8 +104,10 @@ def test_job_images_get_a_small_share_while_synchronous_requests_run() -> None:
             blocked = asyncio.create_task(throttle.acquire())
             await asyncio.sleep(0.05)
             seen.append(int(blocked.done()))  # the second job image waits for the request
-        await asyncio.wait_for(blocked, 1)  # the request ended: the job gets its full share
+        await asyncio.sleep(0.1)
+        seen.append(int(blocked.done()))  # the small share holds a moment after the request
+        await asyncio.wait_for(blocked, 2)  # then the job gets its full share back
         seen.append(throttle.job_images)
         return seen
 
-    assert run(scenario()) == [4, 0, 2]
+    assert run(scenario()) == [4, 0, 0, 2]
