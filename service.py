@@ -47,7 +47,15 @@ from festora.middleware.body_limit import BodyLimitMiddleware
 from festora.middleware.envelope import ErrorEnvelopeMiddleware
 from festora.middleware.overload import ConcurrencyLimitMiddleware
 from festora.middleware.ratelimit import RateLimitMiddleware
-from festora.models import BRISQUE, CLIP, EMOTION, NIMA_AESTHETIC, NIMA_TECHNICAL, runner_url
+from festora.models import (
+    BRISQUE,
+    CLIP,
+    CLIP_TEXT,
+    EMOTION,
+    NIMA_AESTHETIC,
+    NIMA_TECHNICAL,
+    runner_url,
+)
 from festora.schemas import (
     AnalysisFlags,
     AnalyzeRequest,
@@ -56,12 +64,22 @@ from festora.schemas import (
     BatchAnalyzeResponse,
     ClusterRequest,
     ClusterResponse,
+    EmbedTextRequest,
+    EmbedTextResponse,
     ImageAnalysisResult,
     ImageInput,
+    SearchRequest,
+    SearchResponse,
+    TagsRequest,
+    TagsResponse,
 )
+from festora.search import search_images
 from festora.shared_state import connect
+from festora.tags import tag_images
+from festora.text_embedding import TextEmbedder
 from runners.brisque import Brisque
 from runners.clip import CLIPEncoder
+from runners.clip_text import CLIPTextEncoder
 from runners.emotion import EmotionDetector
 from runners.nima import NimaAesthetic, NimaTechnical
 
@@ -95,6 +113,7 @@ class FestoraVision:
     # A runner whose <PREFIX>_URL is set is called there (served on its own, e.g. on a GPU
     # node) and not started by `bentoml serve`; the others run as local processes.
     clip = bentoml.depends(CLIPEncoder, url=runner_url(CLIP))
+    clip_text = bentoml.depends(CLIPTextEncoder, url=runner_url(CLIP_TEXT))
     nima_technical = bentoml.depends(NimaTechnical, url=runner_url(NIMA_TECHNICAL))
     nima_aesthetic = bentoml.depends(NimaAesthetic, url=runner_url(NIMA_AESTHETIC))
     brisque = bentoml.depends(Brisque, url=runner_url(BRISQUE))
@@ -104,10 +123,12 @@ class FestoraVision:
         self.runner_health = RunnerHealth(self._runners, settings)
         self.analyzer = ImageAnalyzer(self, settings, self.runner_health)
         self.jobs = open_jobs(settings, self.analyzer, self.runner_health, job_throttle)
+        self.text = TextEmbedder(lambda: self.clip_text, self.runner_health)
 
     def _runners(self) -> dict[str, Any]:
         return {
             "clip": self.clip,
+            "clip_text": self.clip_text,
             "nima_technical": self.nima_technical,
             "nima_aesthetic": self.nima_aesthetic,
             "brisque": self.brisque,
@@ -243,6 +264,34 @@ class FestoraVision:
             if req.images is not None:
                 await self.runner_health.require(required_models(CULL_FLAGS))
             return await cull_request(req, self.analyzer, settings)
+        except ApiError as exc:
+            return exc.to_response()  # type: ignore[return-value]
+
+    @bentoml.api(route="/v1/embed/text")
+    async def embed_text(self, req: EmbedTextRequest, /) -> EmbedTextResponse:
+        try:
+            model = await self.text.model()
+            embedded = await self.text.embed(req.texts)
+        except ApiError as exc:
+            return exc.to_response()  # type: ignore[return-value]
+        return EmbedTextResponse(
+            model=settings.clip_model_name,
+            dimensions=model.dimensions,
+            vectors=embedded.vectors.tolist(),
+            warnings=model.truncation_warnings("texts", embedded.truncated),
+        )
+
+    @bentoml.api(route="/v1/search")
+    async def search(self, req: SearchRequest, /) -> SearchResponse:
+        try:
+            return await search_images(req, self.text, settings.clip_model_name)
+        except ApiError as exc:
+            return exc.to_response()  # type: ignore[return-value]
+
+    @bentoml.api(route="/v1/tags")
+    async def tags(self, req: TagsRequest, /) -> TagsResponse:
+        try:
+            return await tag_images(req, self.text, settings.clip_model_name)
         except ApiError as exc:
             return exc.to_response()  # type: ignore[return-value]
 

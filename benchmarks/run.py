@@ -85,7 +85,7 @@ def server_env(extra: dict[str, str]) -> dict[str, str]:
 
 def runner_settings(env: dict[str, str]) -> dict[str, Any]:
     """What the runners resolve from the server's environment: precision and batching."""
-    from festora.models import SPECS, runner_config
+    from festora.models import RUNNER_SPECS, runner_config
     from runners.serving.precision import PRECISION_ENV, compute_precision
 
     saved = dict(os.environ)
@@ -96,7 +96,7 @@ def runner_settings(env: dict[str, str]) -> dict[str, Any]:
                 "FESTORA_PRECISION": os.environ.get(PRECISION_ENV, "(unset: auto)"),
                 "resolves_to": compute_precision(),
             },
-            "runners": {key: vars(runner_config(spec)) for key, spec in SPECS.items()},
+            "runners": {key: vars(runner_config(spec)) for key, spec in RUNNER_SPECS.items()},
         }
     finally:
         os.environ.clear()

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from festora.embeddings import check_ids, unit_rows
 from festora.errors import ApiError
 from festora.schemas import Cluster, ClusterAssignment, ClusterRequest, ClusterResponse
 
@@ -19,32 +20,8 @@ def as_matrix(embeddings: list[list[float]], image_ids: list[str]) -> np.ndarray
     """The embeddings as an (n, d) float32 matrix of unit vectors, or a ClusteringError."""
     if len(embeddings) < 2:
         raise ClusteringError("at least 2 embeddings are needed to cluster")
-    if len(image_ids) != len(embeddings):
-        raise ClusteringError(
-            f"{len(embeddings)} embeddings but {len(image_ids)} image_ids: they must match"
-        )
-    dimensions = {len(vector) for vector in embeddings}
-    if len(dimensions) != 1:
-        raise ClusteringError(
-            f"embeddings must all have the same length, got lengths {sorted(dimensions)[:10]}"
-        )
-    if dimensions == {0}:
-        raise ClusteringError("embeddings must not be empty vectors")
-    matrix = np.asarray(embeddings, dtype=np.float32)
-    bad_rows = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
-    if bad_rows.size:
-        raise ClusteringError(
-            "embeddings contain NaN or infinite values",
-            detail={"indices": bad_rows[:20].tolist()},
-        )
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    zero_rows = np.flatnonzero(norms[:, 0] == 0)
-    if zero_rows.size:
-        raise ClusteringError(
-            "zero vectors have no direction, so no cosine distance",
-            detail={"indices": zero_rows[:20].tolist()},
-        )
-    return matrix / norms
+    check_ids(embeddings, image_ids, ClusteringError)
+    return unit_rows(embeddings, ClusteringError)
 
 
 def cluster_embeddings(req: ClusterRequest, *, eps: float, min_samples: int) -> ClusterResponse:

@@ -63,11 +63,30 @@ CLIP = ModelSpec(
     env_prefix="CLIP",
     weights_file="model.safetensors",
     license="MIT (OpenAI CLIP)",
-    description="CLIP image tower (transformers save_pretrained folder + CLIPImageProcessor)",
+    description=(
+        "CLIP, both towers (transformers save_pretrained folder + CLIPImageProcessor + the "
+        "checkpoint's tokenizer), with an OpenVINO IR per tower"
+    ),
     max_batch_size=32,
     max_latency_ms=30_000,
     num_threads=1,
 )
+# The text tower reads the same stored checkpoint as the image tower (one store entry, so the
+# two can never come from different checkpoints); it is a runner of its own, not a stored model.
+CLIP_TEXT = ModelSpec(
+    key="clip_text",
+    store_name=CLIP.store_name,
+    env_prefix="CLIP_TEXT",
+    weights_file=CLIP.weights_file,
+    license=CLIP.license,
+    description="CLIP text tower and projection of the festora-clip checkpoint",
+    max_batch_size=64,
+    max_latency_ms=30_000,
+    num_threads=1,
+)
+# Files the text tower needs inside the festora-clip folder, besides the weights.
+CLIP_TOKENIZER_FILE = "tokenizer.json"  # the checkpoint's own tokenizer (tokenizers format)
+CLIP_TEXT_IR_FILE = "openvino_text_model.xml"  # and openvino_text_model.bin beside it
 NIMA_TECHNICAL = ModelSpec(
     key="nima_technical",
     store_name="festora-nima-technical",
@@ -113,9 +132,12 @@ EMOTION = ModelSpec(
     num_threads=1,
 )
 
+# The stored models, by key (what scripts/import_models.py imports).
 SPECS: dict[str, ModelSpec] = {
     s.key: s for s in (CLIP, NIMA_TECHNICAL, NIMA_AESTHETIC, BRISQUE, EMOTION)
 }
+# Every runner, by key (what /health lists): the stored models and the CLIP text tower.
+RUNNER_SPECS: dict[str, ModelSpec] = {**SPECS, CLIP_TEXT.key: CLIP_TEXT}
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ never renamed, retyped or removed.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
 API_VERSION = "1.0"
 
@@ -193,6 +193,106 @@ class ClusterResponse(BaseModel):
     num_noise: int
     assignments: list[ClusterAssignment]
     clusters: list[Cluster]
+    processing_time_ms: float
+
+
+# ---- text (CLIP text tower) ------------------------------------------------------------------
+
+MAX_TEXTS = 64
+MAX_LABELS = 200
+# Far beyond CLIP's 77 tokens (a 77-token caption is rarely 500 characters): longer texts are
+# truncated with a warning, and this only bounds the tokenizer's work per text.
+MAX_TEXT_CHARS = 10_000
+DEFAULT_PROMPT_TEMPLATE = "a photo of {label}"
+LABEL_PLACEHOLDER = "{label}"
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty or only whitespace")
+    return text
+
+
+Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS), AfterValidator(_not_blank)]
+
+
+class EmbedTextRequest(BaseModel):
+    texts: list[Text] = Field(..., min_length=1, max_length=MAX_TEXTS)
+
+
+class EmbedTextResponse(BaseModel):
+    api_version: str = API_VERSION
+    model: str
+    dimensions: int
+    vectors: list[list[float]] = Field(description="L2-normalised, in the image embeddings' space")
+    warnings: list[str] = Field(default_factory=list, description="Texts truncated to fit CLIP")
+
+
+class SearchRequest(BaseModel):
+    query: Text
+    embeddings: list[list[float]] = Field(..., min_length=1)
+    image_ids: list[str]
+    top_k: int = Field(10, ge=1, description="At most this many results (all when fewer)")
+
+
+class SearchHit(BaseModel):
+    image_id: str
+    score: float = Field(description="Cosine similarity between the query and the image")
+
+
+class SearchResponse(BaseModel):
+    api_version: str = API_VERSION
+    model: str
+    results: list[SearchHit] = Field(description="Best first")
+    warnings: list[str] = Field(default_factory=list)
+    processing_time_ms: float
+
+
+class TagsRequest(BaseModel):
+    embeddings: list[list[float]] = Field(..., min_length=1)
+    image_ids: list[str]
+    labels: list[Annotated[Text, Field(max_length=200)]] = Field(
+        ..., min_length=2, max_length=MAX_LABELS
+    )
+    top_k: int = Field(5, ge=1, le=MAX_LABELS)
+    prompt_template: str = Field(
+        DEFAULT_PROMPT_TEMPLATE,
+        max_length=500,
+        description="Each label is put in place of {label} before it is embedded",
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _unique(cls, labels: list[str]) -> list[str]:
+        if len(set(labels)) != len(labels):
+            raise ValueError("labels must be unique")
+        return labels
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_placeholder(cls, template: str) -> str:
+        if LABEL_PLACEHOLDER not in template:
+            raise ValueError(f"must contain {LABEL_PLACEHOLDER}")
+        return template
+
+
+class Tag(BaseModel):
+    label: str
+    probability: float = Field(description="CLIP zero-shot probability over the labels sent")
+
+
+class ImageTags(BaseModel):
+    image_id: str
+    tags: list[Tag] = Field(description="Most probable first")
+
+
+class TagsResponse(BaseModel):
+    api_version: str = API_VERSION
+    model: str
+    prompt_template: str
+    logit_scale: float
+    results: list[ImageTags] = Field(description="Input order")
+    warnings: list[str] = Field(default_factory=list)
     processing_time_ms: float
 
 

@@ -12,9 +12,18 @@ $DEEPFACE_HOME/.deepface/weights. Without a network, real mode stops before doin
 names what it could not reach.
 
 --random-init builds the same architectures at full size from a fixed seed and saves them in
-the real file formats (CLIP: save_pretrained safetensors + a CLIPImageProcessor config; NIMA:
-`{'params': state_dict}`; emotion: the state dict), so they load through the runners' real
-path and cost what real weights cost; their scores mean nothing. BRISQUE stays real.
+the real file formats (CLIP: save_pretrained safetensors + a CLIPImageProcessor config + a
+tokenizer; NIMA: `{'params': state_dict}`; emotion: the state dict), so they load through the
+runners' real path and cost what real weights cost; their scores mean nothing. BRISQUE stays
+real. CLIP's tokenizer vocabulary (48,894 learnt BPE merges) exists only on the hub, so the
+random-init tokenizer is transformers' own `CLIPTokenizer` pipeline (normaliser, pre-tokenizer,
+start/end tokens) over CLIP's byte-level alphabet with no merges: every text tokenizes, one
+token per character, at the same ids as in the real vocabulary, and the start and end tokens
+sit at the ids `CLIPConfig()` expects (see `offline_clip_tokenizer`).
+
+CLIP is stored as one entry holding both towers, the tokenizer and the logit scale (metadata
+`logit_scale`), so the image and text runners always read the same checkpoint; each tower has
+its own OpenVINO IR.
 
 A model already stored with the same source (and weights kind) is skipped; --force imports a
 new version anyway. Every model carries the labels weights, source, license and sha256.
@@ -39,6 +48,8 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 from festora.models import (
     BRISQUE,
     CLIP,
+    CLIP_TEXT_IR_FILE,
+    CLIP_TOKENIZER_FILE,
     EMOTION,
     LABEL_SOURCE,
     LABEL_WEIGHTS,
@@ -52,7 +63,7 @@ from festora.models import (
     sha256_file,
 )
 from festora.preprocess import NIMA_SIZE
-from runners.serving.openvino_ir import IR_FILE, export_ir
+from runners.serving.openvino_ir import IR_FILE, export_ir, save_ir
 
 if TYPE_CHECKING:
     import bentoml
@@ -70,9 +81,9 @@ DEEPFACE_EMOTION_URLS = (
 )
 NIMA_METRIC = {NIMA_TECHNICAL.key: "nima-koniq", NIMA_AESTHETIC.key: "nima"}
 HTTP_TIMEOUT = (5.0, 60.0)  # connect, read
-# What a local CLIP folder must hold: the model and its image processor (a hub snapshot has
-# both; a model's save_pretrained alone lacks the processor's sizes and normalisation).
-CLIP_FOLDER_FILES = ("config.json", "preprocessor_config.json")
+# What a local CLIP folder must hold: the model, its image processor and its tokenizer (a hub
+# snapshot has all three; a model's save_pretrained alone lacks the other two).
+CLIP_FOLDER_FILES = ("config.json", "preprocessor_config.json", "tokenizer_config.json")
 
 
 class Unreachable(RuntimeError):
@@ -171,9 +182,18 @@ def plan(spec: ModelSpec, opts: Options) -> Plan:
     )
 
 
+def is_complete(spec: ModelSpec, model: bentoml.Model) -> bool:
+    """Whether a stored version holds everything today's runners read (one imported before
+    OpenVINO IRs, or before the CLIP text tower's files, is not)."""
+    folder = Path(model.path)
+    if not all((folder / name).is_file() for name in REQUIRED_FILES.get(spec.key, ())):
+        return False
+    return spec is not CLIP or "logit_scale" in model.info.metadata
+
+
 def find_present(p: Plan, opts: Options) -> bentoml.Model | None:
     """The newest complete stored version of this model with the same source and weights kind
-    (one imported before OpenVINO IRs were stored is imported again, with its IR)."""
+    (an incomplete one, see `is_complete`, is imported again)."""
     import bentoml
 
     kwargs = {"_model_store": opts.model_store} if opts.model_store is not None else {}
@@ -186,7 +206,7 @@ def find_present(p: Plan, opts: Options) -> bentoml.Model | None:
         for m in models
         if m.info.labels.get(LABEL_SOURCE) == p.source
         and m.info.labels.get(LABEL_WEIGHTS) == p.weights
-        and (p.spec.key not in WITH_IR or (Path(m.path) / IR_FILE).is_file())
+        and is_complete(p.spec, m)
     ]
     return max(same, key=lambda m: m.info.creation_time) if same else None
 
@@ -275,9 +295,38 @@ def _real_file(p: Plan, dest: Path, log: Log) -> dict[str, Any]:
     return {"url": _download(p.urls, dest, log)}
 
 
+def offline_clip_tokenizer(config: Any) -> Any:
+    """A CLIP tokenizer built without the hub, for random-init weights: transformers'
+    `CLIPTokenizer` (its normaliser, pre-tokenizer and start/end post-processor) over CLIP's
+    byte-level alphabet, at the ids the real vocabulary gives it (each byte's symbol, then
+    the symbol with CLIP's end-of-word suffix "</w>"), with no merges (those are learnt data
+    only the hub has), and the start and end tokens at the text config's bos/eos ids."""
+    from transformers import CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    symbols = list(bytes_to_unicode().values())
+    vocab = {symbol: i for i, symbol in enumerate(symbols)}
+    vocab.update({f"{symbol}</w>": len(symbols) + i for i, symbol in enumerate(symbols)})
+    vocab["<|startoftext|>"] = int(config.bos_token_id)
+    vocab["<|endoftext|>"] = int(config.eos_token_id)
+    return CLIPTokenizer(
+        vocab=vocab, merges=[], model_max_length=int(config.max_position_embeddings)
+    )
+
+
+def _check_tokenizer(tokenizer: Any, config: Any) -> None:
+    """The tokenizer belongs to this text tower: every id it can produce has an embedding."""
+    highest = max(tokenizer.get_vocab().values())
+    if highest >= config.vocab_size:
+        raise ValueError(
+            f"the tokenizer's ids go up to {highest}, the text tower has only "
+            f"{config.vocab_size} token embeddings: not the same checkpoint"
+        )
+
+
 def _stage_clip(p: Plan, out: Path, opts: Options) -> dict[str, Any]:
     import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
     from runners.clip import uint8_forward as uint8_clip
 
@@ -286,35 +335,57 @@ def _stage_clip(p: Plan, out: Path, opts: Options) -> dict[str, Any]:
         torch.manual_seed(opts.seed)
         model = CLIPModel(CLIPConfig())
         processor = CLIPImageProcessor()  # its defaults are OpenAI CLIP's 224 px preprocessing
+        tokenizer = offline_clip_tokenizer(model.config.text_config)
         meta: dict[str, Any] = {"model_id": "random-init", "seed": opts.seed}
     else:
         source = str(p.local) if p.local is not None else opts.clip_model_name
         opts.log(f"    loading {source} with transformers")
         model = CLIPModel.from_pretrained(source)
         processor = CLIPImageProcessor.from_pretrained(source)
+        tokenizer = CLIPTokenizer.from_pretrained(source)
         meta = {"model_id": opts.clip_model_name}
         revision = getattr(model.config, "_commit_hash", None)
         if revision:
             meta["revision"] = revision
+    text_config = model.config.text_config
+    _check_tokenizer(tokenizer, text_config)
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
+    tokenizer.save_pretrained(out)
     meta["projection_dim"] = int(model.config.projection_dim)
     size = int(processor.crop_size["height"])  # 224 for ViT-B/32, 336 for ViT-L/14-336
     meta["input_size"] = size
+    meta["text_context_length"] = int(text_config.max_position_embeddings)
+    # what CLIPModel multiplies cosine similarities by for logits_per_image
+    meta["logit_scale"] = float(model.logit_scale.detach().exp())
     del model
-    _export_openvino(uint8_clip(_vision_tower(out), processor), size, out, opts)
+    _export_openvino(uint8_clip(_tower(out, "vision"), processor), size, out, opts)
+    _export_text_openvino(out, meta["text_context_length"], tokenizer.eos_token_id, opts)
     return meta
 
 
-def _vision_tower(out: Path) -> Any:
-    """The saved model as the torch runner loads it: vision tower and projection only."""
-    from transformers import CLIPVisionModelWithProjection
+def _export_text_openvino(out: Path, context_length: int, end_of_text: int, opts: Options) -> None:
+    import openvino as ov
+    import torch
+
+    from runners.clip_text import token_forward
+
+    opts.log("    exporting the text tower's OpenVINO IR (tracing: ~5 s)")
+    example = torch.full((2, context_length), end_of_text, dtype=torch.int64)
+    shape = ov.PartialShape([-1, -1])  # any batch, any length up to the context
+    save_ir(token_forward(_tower(out, "text")), example, shape, out / CLIP_TEXT_IR_FILE)
+
+
+def _tower(out: Path, which: str) -> Any:
+    """One tower of the saved model and its projection, as the torch runners load it."""
+    from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
     from transformers.utils import logging as hf_logging
 
+    cls = CLIPVisionModelWithProjection if which == "vision" else CLIPTextModelWithProjection
     verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the text tower's weights are reported as unexpected
+    hf_logging.set_verbosity_error()  # the other tower's weights are reported as unexpected
     try:
-        return CLIPVisionModelWithProjection.from_pretrained(out)
+        return cls.from_pretrained(out)
     finally:
         hf_logging.set_verbosity(verbosity)
 
@@ -373,7 +444,12 @@ def _stage_brisque(p: Plan, out: Path, opts: Options) -> dict[str, Any]:
     return {"origin": "brisque package (brisque/models)"}
 
 
-WITH_IR = frozenset({CLIP.key, NIMA_TECHNICAL.key, NIMA_AESTHETIC.key})
+# Files a stored version must hold besides its weights (see is_complete).
+REQUIRED_FILES: dict[str, tuple[str, ...]] = {
+    CLIP.key: (IR_FILE, CLIP_TEXT_IR_FILE, CLIP_TOKENIZER_FILE),
+    NIMA_TECHNICAL.key: (IR_FILE,),
+    NIMA_AESTHETIC.key: (IR_FILE,),
+}
 
 STAGERS = {
     CLIP.key: _stage_clip,
@@ -467,7 +543,7 @@ Offline? Either
         python -m scripts.import_models --random-init      (or WEIGHTS=random-init)
   - or copy the real files onto this machine and pass --weights-dir DIR, with
         DIR/{nima_t}, DIR/{nima_a}, DIR/{emotion},
-        DIR/clip/ (a Hugging Face hub snapshot of {clip}, with its preprocessor_config.json:
+        DIR/clip/ (a Hugging Face hub snapshot of {clip}, with its preprocessor and tokenizer:
                    hf download {clip} --local-dir DIR/clip)"""
 
 

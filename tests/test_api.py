@@ -107,13 +107,23 @@ def test_health_lists_every_model_and_says_weights_are_random(http: httpx.Client
         assert body["environment"] == "test" and body["version"]
         assert body["uptime_seconds"] > 0
         names = {m["name"] for m in body["models"]}
-        assert names == {"clip", "nima_technical", "nima_aesthetic", "brisque", "emotion"}
+        assert names == {
+            "clip",
+            "clip_text",
+            "nima_technical",
+            "nima_aesthetic",
+            "brisque",
+            "emotion",
+        }
         for model in body["models"]:
             assert model["loaded"] is True, model
             assert model["load_time_ms"] > 0 and model["tag"]
         weights = {m["name"]: m["weights"] for m in body["models"]}
         assert weights["brisque"] == "real"
         assert weights["clip"] == weights["nima_aesthetic"] == "random-init"
+        towers = {m["name"]: m for m in body["models"] if m["name"].startswith("clip")}
+        assert towers["clip_text"]["tag"] == towers["clip"]["tag"]  # one checkpoint
+        assert towers["clip_text"]["engine"] == "openvino-fp32"
 
 
 def test_bentoml_endpoints_keep_working(http: httpx.Client) -> None:
@@ -406,6 +416,157 @@ def test_nan_and_infinity_are_422(http: httpx.Client) -> None:
         )
         assert response.status_code == 422, response.text
         assert response.json()["error"] in {"validation_error", "clustering_error"}
+
+
+# ---- text: /v1/embed/text, /v1/search, /v1/tags ---------------------------------------------
+
+CAPTIONS = ["bride cutting the cake", "a dog on the beach", "a red car at night"]
+
+
+def embed(http: httpx.Client, texts: list[str]) -> list[list[float]]:
+    response = http.post("/v1/embed/text", json={"texts": texts})
+    assert response.status_code == 200, response.text
+    return response.json()["vectors"]
+
+
+def image_embedding(http: httpx.Client, photo: bytes) -> list[float]:
+    flags = {"run_blur": False, "run_quality": False, "run_emotion": False}
+    response = http.post("/v1/analyze", json={"image": {"data": b64(photo)}, **flags})
+    assert response.status_code == 200, response.text
+    return response.json()["result"]["embedding"]["vector"]
+
+
+def test_embed_text_with_the_generated_client_and_raw_http(
+    http: httpx.Client, client: bentoml.SyncHTTPClient
+) -> None:
+    body = client.embed_text({"texts": CAPTIONS})
+    assert body["model"] == "openai/clip-vit-base-patch32" and body["dimensions"] == 512
+    vectors = np.asarray(body["vectors"])
+    assert vectors.shape == (3, 512) and body["warnings"] == []
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(embed(http, CAPTIONS), vectors, atol=1e-6)
+    # the same space as the image embeddings: same size, comparable
+    assert len(image_embedding(http, PORTRAIT)) == vectors.shape[1]
+
+
+def test_long_text_is_truncated_with_a_warning(http: httpx.Client) -> None:
+    long = "a long caption about a wedding " * 20
+    body = http.post("/v1/embed/text", json={"texts": ["a dog", long]}).json()
+    assert len(body["vectors"]) == 2
+    (warning,) = body["warnings"]
+    assert warning.startswith("texts[1] is longer than the text model's 77 tokens")
+
+
+def test_search_finds_the_matching_embedding(
+    http: httpx.Client, client: bentoml.SyncHTTPClient
+) -> None:
+    """The embeddings of three captions and of two photos; each caption as the query finds its
+    own embedding first (random-init towers put text and photos in no meaningful relation, so
+    the matching "image" is the caption's own vector, sent back as a client would)."""
+    photos = [image_embedding(http, PORTRAIT), image_embedding(http, GRADIENT)]
+    embeddings = [*photos, *embed(http, CAPTIONS)]
+    ids = ["portrait.jpg", "gradient.jpg", "cake.jpg", "dog.jpg", "car.jpg"]
+    for query, expected in zip(CAPTIONS, ids[2:], strict=True):
+        payload = {"query": query, "embeddings": embeddings, "image_ids": ids, "top_k": 3}
+        body = http.post("/v1/search", json=payload).json()
+        assert body["model"] == "openai/clip-vit-base-patch32" and body["warnings"] == []
+        results = body["results"]
+        assert len(results) == 3 and results[0]["image_id"] == expected, results
+        assert results[0]["score"] == pytest.approx(1.0, abs=1e-4)
+        assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
+    generated = client.search(
+        {"query": CAPTIONS[0], "embeddings": embeddings, "image_ids": ids, "top_k": 99}
+    )
+    assert generated["results"][0]["image_id"] == "cake.jpg"
+    assert sorted(r["image_id"] for r in generated["results"]) == sorted(ids)  # top_k > n: all
+
+
+def test_tags_rank_each_images_own_label_first(
+    http: httpx.Client, client: bentoml.SyncHTTPClient
+) -> None:
+    labels = ["cat", "dog", "car", "wedding cake"]
+    own = embed(http, labels)  # "images" whose embedding is exactly their label's prompt
+    portrait = image_embedding(http, PORTRAIT)
+    payload = {
+        "embeddings": [*own, portrait],
+        "image_ids": [*labels, "portrait"],
+        "labels": labels,
+        "top_k": 2,
+        "prompt_template": "{label}",
+    }
+    body = client.tags(payload)
+    assert body["prompt_template"] == "{label}" and body["logit_scale"] > 1
+    results = body["results"]
+    assert [r["image_id"] for r in results] == [*labels, "portrait"]
+    for label, result in zip(labels, results[:4], strict=True):
+        assert len(result["tags"]) == 2 and result["tags"][0]["label"] == label
+    for result in results:
+        probabilities = [t["probability"] for t in result["tags"]]
+        assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1.0
+    everything = http.post("/v1/tags", json={**payload, "top_k": 200}).json()
+    assert sum(t["probability"] for t in everything["results"][4]["tags"]) == pytest.approx(1.0)
+    plain = {k: v for k, v in payload.items() if k != "prompt_template"}
+    assert http.post("/v1/tags", json=plain).json()["prompt_template"] == "a photo of {label}"
+
+
+def test_tags_over_more_labels_than_one_runner_batch(http: httpx.Client) -> None:
+    labels = [f"label {i}" for i in range(150)]
+    payload = {"embeddings": [[1.0] * 512], "image_ids": ["x"], "labels": labels, "top_k": 150}
+    body = http.post("/v1/tags", json=payload).json()
+    assert sorted(t["label"] for t in body["results"][0]["tags"]) == sorted(labels)
+
+
+TEXT_422 = [
+    ("/v1/embed/text", {"texts": [""]}),
+    ("/v1/embed/text", {"texts": ["a dog", "   "]}),
+    ("/v1/embed/text", {"texts": []}),
+    ("/v1/embed/text", {"texts": ["a dog"] * 65}),
+    ("/v1/search", {"query": "", "embeddings": [[1.0] * 512], "image_ids": ["a"]}),
+    ("/v1/search", {"query": "dog", "embeddings": [[1.0, 0.0]], "image_ids": ["a"]}),
+    ("/v1/search", {"query": "dog", "embeddings": [[0.0] * 512], "image_ids": ["a"]}),
+    ("/v1/search", {"query": "dog", "embeddings": [[1.0] * 512], "image_ids": ["a", "b"]}),
+    ("/v1/search", {"query": "dog", "embeddings": [[1.0] * 512, [1.0]], "image_ids": ["a", "b"]}),
+    ("/v1/search", {"query": "dog", "embeddings": [], "image_ids": []}),
+    ("/v1/search", {"query": "dog", "embeddings": [[1.0] * 512], "image_ids": ["a"], "top_k": 0}),
+    ("/v1/tags", {"embeddings": [[1.0] * 512], "image_ids": ["a"], "labels": ["dog"]}),
+    (
+        "/v1/tags",
+        {"embeddings": [[1.0] * 512], "image_ids": ["a"], "labels": [f"l{i}" for i in range(201)]},
+    ),
+    ("/v1/tags", {"embeddings": [[1.0] * 512], "image_ids": ["a"], "labels": ["dog", "dog"]}),
+    ("/v1/tags", {"embeddings": [[1.0] * 512], "image_ids": ["a"], "labels": ["dog", ""]}),
+    ("/v1/tags", {"embeddings": [[1.0] * 3], "image_ids": ["a"], "labels": ["dog", "cat"]}),
+    ("/v1/tags", {"embeddings": [[0.0] * 512], "image_ids": ["a"], "labels": ["dog", "cat"]}),
+    (
+        "/v1/tags",
+        {
+            "embeddings": [[1.0] * 512],
+            "image_ids": ["a"],
+            "labels": ["dog", "cat"],
+            "prompt_template": "a photo of a thing",
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "payload"), TEXT_422)
+def test_bad_text_requests_are_422(http: httpx.Client, path: str, payload: dict) -> None:
+    assert_error(http.post(path, json=payload), 422, "validation_error")
+
+
+def test_dimension_mismatch_says_what_the_model_expects(http: httpx.Client) -> None:
+    payload = {"query": "dog", "embeddings": [[1.0, 0.0, 0.0]], "image_ids": ["a"]}
+    body = assert_error(http.post("/v1/search", json=payload), 422, "validation_error")
+    assert body["detail"] == {"expected_dimensions": 512, "received_dimensions": 3}
+
+
+def test_nan_and_infinity_in_search_and_tags_are_422(http: httpx.Client) -> None:
+    row = ", ".join(["0.5"] * 511)
+    for path, extra in (("/v1/search", '"query": "dog"'), ("/v1/tags", '"labels": ["a", "b"]')):
+        for literal in ("NaN", "Infinity", "-Infinity"):
+            raw = f'{{{extra}, "embeddings": [[{row}, {literal}]], "image_ids": ["a"]}}'
+            response = http.post(path, content=raw, headers={"Content-Type": "application/json"})
+            assert_error(response, 422, "validation_error")
 
 
 # ---- /v1/analyze/llm -----------------------------------------------------------------------

@@ -108,7 +108,7 @@ def test_cors_preflight_passes_without_a_key(http: httpx.Client) -> None:
 def test_health_reports_models_not_loaded(http: httpx.Client) -> None:
     body = http.get("/health").json()
     assert body["status"] == "degraded"
-    assert len(body["models"]) == 5
+    assert len(body["models"]) == 6
     for model in body["models"]:
         assert model["loaded"] is False and model["error"], model
 
@@ -125,6 +125,24 @@ def test_analysis_needing_a_missing_model_is_503(http: httpx.Client) -> None:
         "brisque",
         "emotion",
     }
+
+
+@pytest.mark.parametrize(
+    ("path", "payload"),
+    [
+        ("/v1/embed/text", {"texts": ["a dog"]}),
+        ("/v1/search", {"query": "a dog", "embeddings": [[1.0, 0.0]], "image_ids": ["a"]}),
+        (
+            "/v1/tags",
+            {"embeddings": [[1.0, 0.0]], "image_ids": ["a"], "labels": ["dog", "cat"]},
+        ),
+    ],
+)
+def test_text_routes_need_the_text_model(http: httpx.Client, path: str, payload: dict) -> None:
+    response = http.post(path, json=payload, headers=KEY)
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert body["error"] == "model_not_ready" and body["detail"] == {"models": ["clip_text"]}
 
 
 def test_blur_needs_no_model(http: httpx.Client) -> None:

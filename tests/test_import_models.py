@@ -102,6 +102,52 @@ def test_nima_import_stores_an_openvino_ir_and_completes_older_imports(
     assert (Path(store.get(again.tag).path) / IR_FILE).is_file()
 
 
+def test_a_clip_entry_without_the_text_tower_is_imported_again(store: ModelStore) -> None:
+    """find_present only accepts a festora-clip entry holding both towers' IRs, the tokenizer
+    and the logit scale; an older one (image tower only) is imported again."""
+    import bentoml
+
+    from festora.models import CLIP_TEXT_IR_FILE, CLIP_TOKENIZER_FILE, model_labels
+    from runners.serving.openvino_ir import IR_FILE
+    from scripts.import_models import find_present, plan
+
+    opts = options(store, [], weights="random-init")
+    clip = plan(CLIP, opts)
+
+    def stored(files: list[str], metadata: dict[str, float]) -> bentoml.Model:
+        labels = model_labels(CLIP, "random-init", clip.source, "0" * 64)
+        with bentoml.models.create(
+            CLIP.store_name, labels=labels, metadata=metadata, _model_store=store
+        ) as model:
+            for name in files:
+                (Path(model.path) / name).write_bytes(b"x")
+        return model
+
+    stored([CLIP.weights_file, IR_FILE], {})  # as imported before the text tower
+    assert find_present(clip, opts) is None
+    stored([CLIP.weights_file, IR_FILE, CLIP_TEXT_IR_FILE, CLIP_TOKENIZER_FILE], {})
+    assert find_present(clip, opts) is None  # no logit scale
+    complete = stored(
+        [CLIP.weights_file, IR_FILE, CLIP_TEXT_IR_FILE, CLIP_TOKENIZER_FILE], {"logit_scale": 100.0}
+    )
+    assert find_present(clip, opts).tag == complete.tag
+
+
+def test_offline_clip_tokenizer_is_shaped_like_clips() -> None:
+    from transformers import CLIPTextConfig
+
+    from scripts.import_models import offline_clip_tokenizer
+
+    config = CLIPTextConfig()
+    tokenizer = offline_clip_tokenizer(config)
+    ids = tokenizer("A dog!")["input_ids"]
+    # the ids CLIP's real vocabulary gives these symbols: "a</w>" 320, "d" 67, "o" 78,
+    # "g</w>" 326, "!</w>" 256 (no merges: "dog" stays three tokens)
+    assert ids == [config.bos_token_id, 320, 67, 78, 326, 256, config.eos_token_id]
+    assert max(tokenizer.get_vocab().values()) < config.vocab_size
+    assert tokenizer.model_max_length == config.max_position_embeddings == 77
+
+
 def test_real_import_from_a_weights_dir(store: ModelStore, tmp_path: Path) -> None:
     # A DeepFace-format state dict stands in for the downloaded file: this exercises the
     # offline --weights-dir path, its strict check and its labels, not the model's quality.
@@ -245,11 +291,14 @@ def tiny_clip(size: int) -> Any:
 
 
 def save_clip_snapshot(folder: Path, size: int) -> Any:
-    """A folder laid out as a hub snapshot: the model and its processor config."""
+    """A folder laid out as a hub snapshot: the model, its processor config and a tokenizer."""
     from transformers import CLIPImageProcessor
+
+    from scripts.import_models import offline_clip_tokenizer
 
     model = tiny_clip(size)
     model.save_pretrained(folder)
+    offline_clip_tokenizer(model.config.text_config).save_pretrained(folder)
     processor = CLIPImageProcessor(
         size={"shortest_edge": size}, crop_size={"height": size, "width": size}
     )

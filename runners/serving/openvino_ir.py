@@ -1,4 +1,4 @@
-"""NIMA and CLIP on OpenVINO: exported once at import, compiled in a second at load.
+"""NIMA and CLIP (both towers) on OpenVINO: exported once at import, compiled in a second at load.
 
 Why: PyTorch's eager CPU kernels repack every weight on every call, which dominates the small
 batches a serving runner sees. OpenVINO packs the weights once, fuses the graph and runs bf16
@@ -11,8 +11,9 @@ IR in its stored model, or with FESTORA_ENGINE=torch, computes with torch as bef
     FESTORA_ENGINE=auto      OpenVINO where the stored model has an IR (default)
     FESTORA_ENGINE=torch     always torch (the reference forward passes)
 
-Each exported graph takes the runner's own input, N x S x S x 3 uint8 RGB, and does the pixel
-scaling and normalisation inside, so the runner hands its batch over as it is. Precision follows
+Each exported image graph takes the runner's own input, N x S x S x 3 uint8 RGB, and does the
+pixel scaling and normalisation inside, so the runner hands its batch over as it is; the CLIP
+text graph takes N x L int64 token ids (L up to the model's context length). Precision follows
 FESTORA_PRECISION (`runners.serving.precision`): bf16 or f32 inference.
 """
 
@@ -46,23 +47,31 @@ def export_ir(forward: torch.nn.Module, size: int, model_dir: Path) -> Path:
     import torch
 
     example = torch.zeros((1, size, size, 3), dtype=torch.uint8)
+    return save_ir(forward, example, ov.PartialShape([-1, size, size, 3]), model_dir / IR_FILE)
+
+
+def save_ir(forward: torch.nn.Module, example: torch.Tensor, shape: Any, path: Path) -> Path:
+    """Trace `forward` on `example`, with the input shape `shape` (an `ov.PartialShape`, -1
+    where a dimension varies), and save it as OpenVINO IR at `path`, weights in fp32."""
+    import openvino as ov
+    import torch
+
     # Tracing warns about every Python-level branch it freezes; at this fixed input size
     # those branches are constants.
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
-        model = ov.convert_model(
-            forward.eval(), example_input=example, input=[ov.PartialShape([-1, size, size, 3])]
-        )
-    path = model_dir / IR_FILE
+        model = ov.convert_model(forward.eval(), example_input=example, input=[shape])
     ov.save_model(model, path, compress_to_fp16=False)
     return path
 
 
-def compile_ir(model_dir: Path, precision: Precision, num_threads: int) -> Any | None:
-    """The stored IR compiled for this CPU, or None when torch should compute instead
+def compile_ir(
+    model_dir: Path, precision: Precision, num_threads: int, file: str = IR_FILE
+) -> Any | None:
+    """The stored IR `file` compiled for this CPU, or None when torch should compute instead
     (FESTORA_ENGINE=torch, or a model imported before IRs were stored)."""
-    path = model_dir / IR_FILE
+    path = model_dir / file
     if wanted_engine() == "torch" or not path.is_file():
         return None
     import openvino as ov
