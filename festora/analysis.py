@@ -15,16 +15,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import aiohttp
 import numpy as np
 
 from festora import preprocess
 from festora.blur import blur_of_gray, to_analysis_gray
 from festora.config import Settings
-from festora.errors import ApiError, ModelUnavailable
+from festora.errors import ApiError
 from festora.exposure import measure_exposure
 from festora.fingerprint import fingerprint
-from festora.health import RECONNECT_DELAY_SECONDS, RETRY_AFTER_SECONDS, RunnerHealth
+from festora.health import RunnerHealth
 from festora.image_workers import in_image_worker
 from festora.images import DecodedImage, decode_image
 from festora.ingest import read_image_bytes
@@ -215,7 +214,7 @@ class ImageAnalyzer:
             calls["emotion"] = lambda: models.emotion.to_async.detect([inputs["emotion"]])
         if flags.run_embedding:
             calls["clip"] = lambda: models.clip.to_async.encode(inputs["clip"][None])
-        found = await asyncio.gather(*(self._call_runner(n, c) for n, c in calls.items()))
+        found = await asyncio.gather(*(self.health.call(n, c) for n, c in calls.items()))
         outputs = dict(zip(calls, found, strict=True))
 
         result = ImageAnalysisResult(
@@ -242,26 +241,6 @@ class ImageAnalyzer:
                 model=self.settings.clip_model_name, dimensions=vector.size, vector=vector.tolist()
             )
         return result
-
-    async def _call_runner(self, name: str, call: Callable[[], Awaitable[Any]]) -> Any:
-        """Scoring is idempotent, so a call cut off by its runner dying (or restarting) is sent
-        once more on a fresh connection; if that fails too the caller gets a 503 to retry."""
-        try:
-            return await call()
-        except aiohttp.ClientConnectionError as exc:
-            self.health.forget(name)
-            logger.warning("runner call failed", extra={"model": name, "error": repr(exc)})
-        await asyncio.sleep(RECONNECT_DELAY_SECONDS)
-        try:
-            return await call()
-        except aiohttp.ClientConnectionError as exc:
-            self.health.forget(name)
-            logger.warning("runner unavailable", extra={"model": name, "error": repr(exc)})
-            raise ModelUnavailable(
-                f"model unavailable: {name} (restarting); retry shortly",
-                retry_after=RETRY_AFTER_SECONDS,
-                detail={"models": [name]},
-            ) from exc
 
     @staticmethod
     def _add_quality(result: ImageAnalysisResult, outputs: dict[str, Any]) -> None:

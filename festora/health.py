@@ -1,5 +1,6 @@
 """What the API service knows of its runners: each one's `ModelStatus`, the /health verdict,
-readiness, and the 503 a route answers when a model it needs is not there.
+readiness, the 503 a route answers when a model it needs is not there, and calls to them that
+survive a runner restarting.
 
 A runner can die and be restarted by BentoML at any time, so nothing it said is believed for
 long: each answer stands for STATUS_TTL_SECONDS, concurrent askers share one question, and a
@@ -9,8 +10,9 @@ failed call to a runner (`forget`) makes the next caller ask again.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -19,6 +21,8 @@ import anyio
 from festora.config import Settings
 from festora.errors import ModelNotReady, ModelUnavailable
 from festora.schemas import HealthResponse, ModelStatus
+
+logger = logging.getLogger("festora.health")
 
 STATUS_TIMEOUT_SECONDS = 3.0
 STATUS_TTL_SECONDS = 2.0
@@ -114,6 +118,27 @@ class RunnerHealth:
         raise ModelNotReady(
             f"model not loaded: {', '.join(missing)}; see /health", detail={"models": [*missing]}
         )
+
+    async def call(self, name: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        """`call()` to the runner `name`. Every runner verb is idempotent, so a call cut off by
+        its runner dying (or restarting) is sent once more on a fresh connection; if that fails
+        too the caller gets a 503 model_unavailable to retry."""
+        try:
+            return await call()
+        except aiohttp.ClientConnectionError as exc:
+            self.forget(name)
+            logger.warning("runner call failed", extra={"model": name, "error": repr(exc)})
+        await asyncio.sleep(RECONNECT_DELAY_SECONDS)
+        try:
+            return await call()
+        except aiohttp.ClientConnectionError as exc:
+            self.forget(name)
+            logger.warning("runner unavailable", extra={"model": name, "error": repr(exc)})
+            raise ModelUnavailable(
+                f"model unavailable: {name} (restarting); retry shortly",
+                retry_after=RETRY_AFTER_SECONDS,
+                detail={"models": [name]},
+            ) from exc
 
     async def input_size(self, name: str) -> int | None:
         """The side of the square images this runner takes, as it reports it."""

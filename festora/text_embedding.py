@@ -51,11 +51,12 @@ class TextEmbedder:
         """The loaded text model's figures; ModelNotReady (503) while it is not loaded."""
         await self._health.require([RUNNER])
         if self._model is None:
-            self._model = TextModel(**await self._runner().to_async.describe())
+            described = await self._health.call(RUNNER, self._runner().to_async.describe)
+            self._model = TextModel(**described)
         return self._model
 
     async def embed(self, texts: list[str]) -> TextVectors:
-        encoded = await self._runner().to_async.encode(texts)
+        encoded = await self._health.call(RUNNER, lambda: self._runner().to_async.encode(texts))
         return TextVectors(
             vectors=np.asarray([e["vector"] for e in encoded], dtype=np.float32),
             truncated=[i for i, e in enumerate(encoded) if e["truncated"]],
