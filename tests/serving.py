@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,10 +49,11 @@ def serve(
     port: int | None = None,
     ready_path: str = "/readyz",
     working_dir: Path = ROOT,
+    args: Sequence[str] = (),
 ) -> Iterator[Server]:
     """Serve `target` (the project's service, a runner such as `runners.clip:CLIPEncoder`, or a
-    Bento tag) from `working_dir` with `env` on top of ours on `port` (default: a free one); wait
-    for `ready_path` to answer 200; stop it after."""
+    Bento tag) from `working_dir` with `env` on top of ours and `bentoml serve` options `args`
+    on `port` (default: a free one); wait for `ready_path` to answer 200; stop it after."""
     port = port or free_port()
     with log_path.open("ab") as log:
         process = subprocess.Popen(
@@ -66,6 +67,7 @@ def serve(
                 "127.0.0.1",
                 "--port",
                 str(port),
+                *args,
             ],
             cwd=working_dir,
             # Each server keeps its own jobs unless a test shares a folder on purpose.

@@ -19,7 +19,7 @@ from festora.config import get_settings
 from festora.logs import configure_logging
 from festora.models import ModelSpec, Provenance, RunnerConfig, resolve, runner_config
 from festora.schemas import ModelStatus
-from runners.serving import batching, client_keepalive
+from runners.serving import batching, client_keepalive, drain
 from runners.serving.memory import limit_heap_arenas, release_free_memory
 
 logger = logging.getLogger("festora.runners")
@@ -36,6 +36,8 @@ limit_heap_arenas()
 client_keepalive.install()
 # Runner processes: dispatch to a free model at once, batch what queues while it is busy.
 batching.install()
+# Runner processes: on SIGTERM, keep serving until the API service has drained.
+drain.install()
 
 # The API service's client to a runner never retires its connection pool. BentoML 1.4.30+
 # (up to at least 1.4.40) replaces that pool every 100 requests or 300 s and closes the old one
