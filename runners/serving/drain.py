@@ -1,13 +1,18 @@
-"""On SIGTERM a runner keeps serving until the API service no longer needs it.
+"""SIGTERM drains: the requests in flight in the API service complete, runner calls included.
 
-`bentoml serve` (circus) sends SIGTERM to the API worker and to every runner at the same
-moment, and uvicorn stops taking requests at once. The API worker drains its requests in
-flight, but their remaining runner calls then found the runners gone: with a 20-image batch
-in flight at SIGTERM, 11 of its images failed (measured). So in a runner process SIGTERM waits
-until no client connection is left open (the API worker has exited, or has left the runner
-idle past its 4 s keep-alive: see `client_keepalive`), at most MAX_WAIT_S (the API's request
-timeout, beyond which no request it drains is still running), and then stops as uvicorn does:
-it finishes the requests it has and exits.
+`bentoml serve` (BentoML 1.4.40, circus) handles SIGTERM in a way that fails them: with a
+20-image batch in flight at SIGTERM, 11 of its images failed (measured), for two reasons.
+
+- The supervisor deletes the runners' Unix socket folder first and only then stops its
+  processes (`bentoml._internal.utils.circus.Arbiter.stop` exits its exit stack, whose
+  callbacks remove the folder, before stopping the watchers), so the API's new connections
+  to its runners fail. `_stop_watchers_first` reverses the order.
+- It sends SIGTERM to the API worker and every runner at once, and uvicorn stops taking
+  requests at once. So a runner's SIGTERM waits (`_serve_while_used`) until no client
+  connection is left open (the API worker has exited, or has left the runner idle past its
+  4 s keep-alive: see `client_keepalive`), at most MAX_WAIT_S (the API's request timeout,
+  beyond which no request it drains is still running), and then stops as uvicorn does: it
+  finishes the requests it has and exits. A second SIGTERM stops it at once.
 
 `install()` is idempotent and does nothing if uvicorn or BentoML no longer look as expected.
 """
@@ -44,8 +49,44 @@ def _stop_when_unused(server: Any, handle_exit: Any, sig: int) -> None:
 
 
 def install() -> bool:
+    """Both patches (see the module docstring); True when both are in place."""
+    return _stop_watchers_first() & _serve_while_used()
+
+
+def _stop_watchers_first() -> bool:
+    """The supervisor stops its processes, then removes their sockets."""
+    try:
+        from bentoml._internal.utils.circus import Arbiter
+        from circus.arbiter import Arbiter as CircusArbiter
+    except ImportError:
+        return False
+    stop = Arbiter.__dict__.get("stop")
+    if stop is None:
+        logger.warning("BentoML's Arbiter changed; its socket cleanup order is left as is")
+        return False
+    if getattr(stop, _PATCHED, False):
+        return True
+
+    def stop_then_clean_up(self: Any) -> Any:
+        def clean_up(_: object = None) -> None:
+            self.exit_stack.__exit__(None, None, None)
+
+        try:
+            stopping = CircusArbiter.stop(self)
+        except BaseException:
+            clean_up()
+            raise
+        stopping.add_done_callback(clean_up)
+        return stopping
+
+    setattr(stop_then_clean_up, _PATCHED, True)
+    Arbiter.stop = stop_then_clean_up  # type: ignore[method-assign]
+    return True
+
+
+def _serve_while_used() -> bool:
     """Wrap `uvicorn.Server.handle_exit` so that a runner's first SIGTERM waits for its
-    clients to go (see the module docstring); True when the patch is in place."""
+    clients to go."""
     try:
         import uvicorn
     except ImportError:
