@@ -245,8 +245,8 @@ def _client(url: str, seed: int, stop: threading.Event, tally: Tally) -> None:
             try:
                 response = call.send(client)
             except httpx.HTTPError as exc:
-                window = tally.api_kill_window
-                cut = window is not None and window[0] <= started <= window[1]
+                window, failed_at = tally.api_kill_window, time.monotonic()
+                cut = window is not None and window[0] <= failed_at <= window[1]
                 with tally.lock:
                     tally.lost["api worker killed" if cut else type(exc).__name__] += 1
                 time.sleep(0.5)
