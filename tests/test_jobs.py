@@ -199,3 +199,37 @@ def test_the_generated_clients_create_and_follow_jobs(
     assert status.value == "completed"
     page = http.get(f"/v1/jobs/{task_id}/results").json()["results"]  # the task id is the job id
     assert [r["image_id"] for r in page] == ["c0", "c1", "c2"] and page[0]["blur"]
+
+
+def test_a_cull_job_culls_its_analyses_once_every_image_is_done(
+    http: httpx.Client, photos: LocalHttpServer
+) -> None:
+    images = [{"url": photos.url(f"/fast/{i}.jpg"), "image_id": f"shot-{i}"} for i in range(6)]
+    images.append({"url": photos.url("/fast/0.jpg"), "image_id": "shot-0-again"})  # a duplicate
+    images.append({"url": photos.url("/missing.jpg")})  # no id: named by position, as /v1/cull
+    job_id = http.post("/v1/jobs", json={"kind": "cull", "images": images}).json()["job_id"]
+    state = wait_until(http, job_id)
+    assert state["status"] == "done" and state["kind"] == "cull", state
+    assert state["progress"] == {"total": 8, "done": 8, "failed": 1}
+
+    culled = http.get(f"/v1/jobs/{job_id}/cull").json()
+    analyses = http.get(f"/v1/jobs/{job_id}/results").json()["results"]
+    direct = http.post("/v1/cull", json={"analyses": analyses}).json()  # the same cull, sync
+    assert culled["total_images"] == 8
+    assert [i["image_id"] for i in culled["images"]] == [
+        *(i.get("image_id") for i in images[:7]),
+        "image-8",
+    ]
+    assert culled["groups"] == direct["groups"]
+    assert [(i["verdict"], i["group_id"]) for i in culled["images"]] == [
+        (i["verdict"], i["group_id"]) for i in direct["images"]
+    ]
+    duplicate = next(g for g in culled["groups"] if "shot-0-again" in g["image_ids"])
+    assert duplicate["kind"] == "duplicate" and "shot-0" in duplicate["image_ids"]
+    failed = next(i for i in culled["images"] if i["image_id"] == "image-8")
+    assert failed["verdict"] == "reject" and failed["reasons"][0]["code"] == "analysis_failed"
+
+    twice = [{"url": photos.url("/fast/1.jpg"), "image_id": "same"}] * 2
+    assert_error(http.post("/v1/jobs", json={"kind": "cull", "images": twice}), 422, "cull_error")
+    unhashed = {"kind": "cull", "images": images[:2], "run_fingerprint": False}
+    assert_error(http.post("/v1/jobs", json=unhashed), 422, "cull_error")

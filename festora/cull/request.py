@@ -64,9 +64,14 @@ def _named_images(images: list[ImageInput], settings: Settings) -> dict[str, Ima
             "(MAX_BATCH_SIZE); analyse larger shoots with /v1/analyze/batch and cull the analyses",
             detail={"max_images": settings.max_batch_size, "received": len(images)},
         )
-    ids = [image.image_id or f"image-{position}" for position, image in enumerate(images, 1)]
+    ids = image_names(images)
     check_ids(ids)
     return dict(zip(ids, images, strict=True))
+
+
+def image_names(images: list[ImageInput]) -> list[str]:
+    """Each image's id; an image without one is named by its position (from 1)."""
+    return [image.image_id or f"image-{position}" for position, image in enumerate(images, 1)]
 
 
 async def _analyse(

@@ -11,6 +11,8 @@ from pydantic import ValidationError
 
 from festora.analysis import ImageAnalyzer
 from festora.config import Settings
+from festora.cull.request import image_names
+from festora.cull.shoot import CullError, check_ids
 from festora.errors import ApiError, ValidationFailed
 from festora.health import RunnerHealth
 from festora.jobs.runner import JobRunner
@@ -24,6 +26,7 @@ from festora.jobs.schemas import (
 from festora.jobs.sqlite_store import SqliteJobStore
 from festora.jobs.store import ACTIVE, JobStore, StoredJob
 from festora.jobs.throttle import JobThrottle
+from festora.schemas import ImageInput
 
 
 class JobNotFound(ApiError):
@@ -41,6 +44,7 @@ def open_jobs(
         analyzer,
         health,
         throttle,
+        settings,
         max_running_jobs=settings.job_max_running,
         lease_seconds=settings.job_lease_seconds,
         retention_seconds=settings.job_retention_seconds,
@@ -62,14 +66,27 @@ class JobsApi:
                 code="job_too_large",
                 detail={"max_images": self.max_images, "received": len(req.images)},
             )
+        images = req.images
+        if req.kind == "cull":
+            images = self._named_for_cull(req)
         job = await self.store.create(
             job_id or uuid.uuid4().hex,
             req.kind,
             req.model_dump(mode="json", exclude={"images", "kind"}),
-            [image.model_dump(mode="json", exclude_none=True) for image in req.images],
+            [image.model_dump(mode="json", exclude_none=True) for image in images],
         )
         self.runner.wake()
         return JobCreated(job_id=job.job_id, status=job.status, total=job.total)
+
+    @staticmethod
+    def _named_for_cull(req: JobRequest) -> list[ImageInput]:
+        """A cull names every image (as /v1/cull does); checked now, not after the analyses."""
+        if not req.run_fingerprint:
+            raise CullError("a cull job needs run_fingerprint (duplicates are found by hash)")
+        names = image_names(req.images)
+        check_ids(names)
+        named = zip(req.images, names, strict=True)
+        return [image.model_copy(update={"image_id": name}) for image, name in named]
 
     async def state(self, job_id: str) -> JobState:
         return JobState.of(await self._job(job_id))

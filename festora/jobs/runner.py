@@ -5,6 +5,7 @@ It runs inside the API process, so a job's images go through the same `ImageAnal
 says who goes first). Progress lives in the store, one commit per image: after a crash, the
 next process claims the job once its lease has run out and analyses only what has no result.
 An image that was in flight during the crash is analysed again; a finished one never is.
+A cull job, once every image is done, is culled exactly as /v1/cull culls `analyses`.
 
 BentoML's own task mechanism (`@bentoml.task`) cannot do this part: its tasks run as
 in-memory background tasks of one request and are lost with the process (a task running at a
@@ -22,12 +23,17 @@ import os
 import socket
 import time
 import uuid
+from typing import Any
 
 from festora.analysis import ImageAnalyzer, required_models
+from festora.config import Settings
+from festora.cull.request import cull_request
+from festora.cull.schemas import CullRequest
+from festora.errors import ApiError
 from festora.health import RunnerHealth
 from festora.jobs.store import JobStore, PendingImage, StoredJob
 from festora.jobs.throttle import JobThrottle
-from festora.schemas import AnalysisFlags, ImageInput
+from festora.schemas import AnalysisFlags, ImageAnalysisResult, ImageInput
 
 logger = logging.getLogger("festora.jobs")
 
@@ -47,6 +53,7 @@ class JobRunner:
         analyzer: ImageAnalyzer,
         health: RunnerHealth,
         throttle: JobThrottle,
+        settings: Settings,
         *,
         max_running_jobs: int,
         lease_seconds: float,
@@ -57,6 +64,7 @@ class JobRunner:
         self.analyzer = analyzer
         self.health = health
         self.throttle = throttle
+        self.settings = settings
         self.max_running_jobs = max_running_jobs
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
@@ -119,11 +127,15 @@ class JobRunner:
                 if not await self._pass(job_id, flags, final=attempt == PASSES):
                     break
                 await asyncio.sleep(RETRY_AFTER_SECONDS * attempt)
-            if await self.store.finish(job_id, "done"):
+            culled = await self._cull(job) if job.kind == "cull" else None
+            if await self.store.finish(job_id, "done", cull=culled):
                 logger.info("job done", extra={"job_id": job_id})
         except asyncio.CancelledError:
             logger.info("job stopped here", extra={"job_id": job_id})
             raise
+        except ApiError as exc:  # the cull refused the analyses (e.g. a weight without signal)
+            logger.warning("job failed", extra={"job_id": job_id, "error": exc.code})
+            await self.store.finish(job_id, "failed", error=f"{exc.code}: {exc.message}")
         except Exception:
             logger.exception("job failed", extra={"job_id": job_id})
             await self.store.finish(job_id, "failed", error="internal error while running the job")
@@ -131,6 +143,14 @@ class JobRunner:
             lease.cancel()
             self._running.pop(job_id, None)
             self.wake()
+
+    async def _cull(self, job: StoredJob) -> dict[str, Any]:
+        """The /v1/cull answer over the job's analyses, with the job's cull options."""
+        results = await self.store.results(job.job_id, 0, job.total)
+        analyses = [ImageAnalysisResult.model_validate(r) for r in results]
+        req = CullRequest.model_validate({**job.options, "analyses": analyses})
+        response = await cull_request(req, self.analyzer, self.settings)
+        return response.model_dump(mode="json")
 
     async def _pass(self, job_id: str, flags: AnalysisFlags, *, final: bool) -> bool:
         """Analyse every image still without a result; True if some were left for later."""

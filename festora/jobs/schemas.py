@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from festora.cull.schemas import CullOptions
 from festora.jobs.store import JobKind, JobStatus, StoredJob
 from festora.schemas import AnalysisFlags, ImageAnalysisResult, ImageInput
 
 RESULTS_PAGE_MAX = 1000
 
 
-class JobRequest(AnalysisFlags):
-    kind: Literal["analyze"] = "analyze"
+class JobRequest(AnalysisFlags, CullOptions):
+    """Kind `cull` culls the job's analyses with the cull options once every image is done."""
+
+    kind: JobKind = "analyze"
     # The upper bound is JOB_MAX_IMAGES, checked by the service (422 job_too_large).
     images: list[ImageInput] = Field(..., min_length=1)
 
