@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -158,6 +159,31 @@ def test_batch_sets_each_images_error_when_a_model_is_missing(http: httpx.Client
     assert body["failed"] == 1 and body["succeeded"] == 0
     assert body["results"][0]["error_code"] == "model_not_ready"
     assert "clip" in body["results"][0]["error"]
+
+
+def test_jobs_need_the_key_and_fail_cleanly_without_their_models(http: httpx.Client) -> None:
+    assert http.get("/v1/jobs/some-id").status_code == 401
+    assert http.delete("/v1/jobs/some-id").status_code == 401
+    assert http.post("/v1/jobs", json={"images": [{"data": photo_b64()}]}).status_code == 401
+    assert http.get("/v1/jobs/some-id", headers=KEY).json()["error"] == "job_not_found"
+    job_id = http.post("/v1/jobs", json={"images": [{"data": photo_b64()}]}, headers=KEY).json()[
+        "job_id"
+    ]
+    deadline = time.monotonic() + 60
+    while (state := http.get(f"/v1/jobs/{job_id}", headers=KEY).json())["status"] in (
+        "queued",
+        "running",
+    ) and time.monotonic() < deadline:
+        time.sleep(2.0)  # gently: the bucket is shared by this module
+    assert state["status"] == "failed" and state["error"].startswith("model not loaded"), state
+    blur = {"images": [{"data": photo_b64()}], **BLUR_ONLY}  # needs no model: runs
+    blur_id = http.post("/v1/jobs", json=blur, headers=KEY).json()["job_id"]
+    while (state := http.get(f"/v1/jobs/{blur_id}", headers=KEY).json())["status"] in (
+        "queued",
+        "running",
+    ) and time.monotonic() < deadline:
+        time.sleep(2.0)  # gently: the bucket is shared by this module
+    assert state["status"] == "done" and state["progress"]["failed"] == 0, state
 
 
 def test_max_batch_size_comes_from_the_environment(http: httpx.Client) -> None:
