@@ -35,7 +35,7 @@ from festora.schemas import SearchRequest  # noqa: E402
 from festora.search import best_matches  # noqa: E402
 
 TARGET_SECONDS = 1.0
-QUIET_WAIT_S = 60.0  # before each run, wait at most this long for other users to calm down
+QUIET_WAIT_S = 20.0  # before each run, wait at most this long for other users to calm down
 QUIET_PCT = 25.0
 QUERY = "bride cutting the cake"
 
