@@ -50,7 +50,16 @@ MODEL_CACHE = Path(
     os.environ.get("FESTORA_TEST_MODEL_CACHE", Path.home() / ".cache" / "festora-test-models")
 )
 MODEL_CACHE_KEEP = 4
-MODEL_CACHE_INPUTS = ("scripts/import_models.py", "festora", "runners", "requirements.txt")
+# What the import reads: the script, the store layout, input sizes, settings, the runners'
+# exported graphs, and the pinned libraries.
+MODEL_CACHE_INPUTS = (
+    "scripts/import_models.py",
+    "festora/models.py",
+    "festora/preprocess.py",
+    "festora/config.py",
+    "runners",
+    "requirements.txt",
+)
 
 
 def _model_code_key() -> str:
