@@ -47,15 +47,7 @@ from festora.middleware.body_limit import BodyLimitMiddleware
 from festora.middleware.envelope import ErrorEnvelopeMiddleware
 from festora.middleware.overload import ConcurrencyLimitMiddleware
 from festora.middleware.ratelimit import RateLimitMiddleware
-from festora.models import (
-    BRISQUE,
-    CLIP,
-    CLIP_TEXT,
-    EMOTION,
-    NIMA_AESTHETIC,
-    NIMA_TECHNICAL,
-    runner_url,
-)
+from festora.result_cache import ResultCache
 from festora.schemas import (
     AnalysisFlags,
     AnalyzeRequest,
@@ -110,18 +102,23 @@ job_throttle = JobThrottle(settings.job_concurrency, settings.job_concurrency_un
     },
 )
 class FestoraVision:
-    # A runner whose <PREFIX>_URL is set is called there (served on its own, e.g. on a GPU
-    # node) and not started by `bentoml serve`; the others run as local processes.
-    clip = bentoml.depends(CLIPEncoder, url=runner_url(CLIP))
-    clip_text = bentoml.depends(CLIPTextEncoder, url=runner_url(CLIP_TEXT))
-    nima_technical = bentoml.depends(NimaTechnical, url=runner_url(NIMA_TECHNICAL))
-    nima_aesthetic = bentoml.depends(NimaAesthetic, url=runner_url(NIMA_AESTHETIC))
-    brisque = bentoml.depends(Brisque, url=runner_url(BRISQUE))
-    emotion = bentoml.depends(EmotionDetector, url=runner_url(EMOTION))
+    # One `bentoml serve` runs each as a local process; served on their own, they are found
+    # through BentoML's runner map (`start-http-server --depends Name=URL`, see README).
+    clip = bentoml.depends(CLIPEncoder)
+    clip_text = bentoml.depends(CLIPTextEncoder)
+    nima_technical = bentoml.depends(NimaTechnical)
+    nima_aesthetic = bentoml.depends(NimaAesthetic)
+    brisque = bentoml.depends(Brisque)
+    emotion = bentoml.depends(EmotionDetector)
 
     def __init__(self) -> None:
         self.runner_health = RunnerHealth(self._runners, settings)
-        self.analyzer = ImageAnalyzer(self, settings, self.runner_health)
+        cache = (
+            ResultCache(shared_state, settings)
+            if shared_state and settings.cache_ttl_seconds
+            else None
+        )
+        self.analyzer = ImageAnalyzer(self, settings, self.runner_health, cache=cache)
         self.jobs = open_jobs(settings, self.analyzer, self.runner_health, job_throttle)
         self.text = TextEmbedder(lambda: self.clip_text, self.runner_health)
 

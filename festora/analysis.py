@@ -9,6 +9,7 @@ only the small arrays the runners need cross a process boundary.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,7 @@ from festora.images import DecodedImage, decode_image
 from festora.ingest import read_image_bytes
 from festora.labels import aesthetic_label, quality_label
 from festora.metadata import read_metadata
+from festora.result_cache import ResultCache
 from festora.schemas import (
     AestheticResult,
     AnalysisFlags,
@@ -139,10 +141,18 @@ async def prepare(
 
 
 class ImageAnalyzer:
-    def __init__(self, models: ModelClients, settings: Settings, health: RunnerHealth) -> None:
+    def __init__(
+        self,
+        models: ModelClients,
+        settings: Settings,
+        health: RunnerHealth,
+        *,
+        cache: ResultCache | None = None,
+    ) -> None:
         self.models = models
         self.settings = settings
         self.health = health
+        self.cache = cache
 
     async def clip_size(self) -> int:
         """The CLIP runner's input size (its processor's crop size), as it reports it."""
@@ -169,11 +179,30 @@ class ImageAnalyzer:
 
     async def analyze_bytes(self, data: bytes, flags: AnalysisFlags) -> ImageAnalysisResult:
         started = time.perf_counter()
-        clip_size = await self.clip_size() if flags.run_embedding else preprocess.CLIP_SIZE
-        prepared = await prepare(data, flags, self.settings, clip_size)
-        result = await self.analyze_prepared(prepared, flags)
+        key = await self._cache_key(data, flags)
+        result = await self.cache.get(key) if self.cache and key else None
+        if result is not None:
+            logger.info("analysis from cache", extra={"width_px": result.width_px})
+        else:
+            clip_size = await self.clip_size() if flags.run_embedding else preprocess.CLIP_SIZE
+            prepared = await prepare(data, flags, self.settings, clip_size)
+            result = await self.analyze_prepared(prepared, flags)
+            if self.cache and key:
+                await self.cache.put(key, result)
         result.processing_time_ms = _ms_since(started)
         return result
+
+    async def _cache_key(self, data: bytes, flags: AnalysisFlags) -> str | None:
+        """The photo's result-cache key, or None without a cache or while a model it needs
+        cannot say which weights it runs (nothing could vouch for a cached answer)."""
+        if self.cache is None:
+            return None
+        statuses = await self.health.statuses()
+        needed = {name: statuses[name] for name in required_models(flags)}
+        if not all(status.loaded for status in needed.values()):
+            return None
+        image_sha256 = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
+        return self.cache.key(image_sha256, flags, needed)
 
     async def analyze_isolated(
         self, image: ImageInput, flags: AnalysisFlags

@@ -3,8 +3,7 @@
 `scripts/import_models.py` writes these BentoML models and `runners/` reads them, so both sides
 agree here on the store name, the file layout inside the model folder and the labels. Each
 runner's batching and thread settings are read from the environment here as well, because
-`@bentoml.api(...)` needs them when the runner module is imported, and so is the URL a runner
-served on its own is found at, which `bentoml.depends` needs when the API service is defined.
+`@bentoml.api(...)` needs them when the runner module is imported.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
 
 from festora.config import env_value
 
@@ -171,20 +169,6 @@ def runner_config(spec: ModelSpec) -> RunnerConfig:
         num_threads=_env_int(f"{p}_NUM_THREADS", spec.num_threads, 1),
         timeout_s=_env_int(f"{p}_TIMEOUT_S", 120, 1),
     )
-
-
-def runner_url(spec: ModelSpec) -> str | None:
-    """`<PREFIX>_URL`: where this runner is served on its own (`bentoml serve
-    runners.clip:CLIPEncoder --port ...`, a Kubernetes Service); the API service then calls it
-    there instead of starting it. Unset: `bentoml serve service:FestoraVision` runs it locally."""
-    name = f"{spec.env_prefix}_URL"
-    raw = env_value(name).rstrip("/")
-    if not raw:
-        return None
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{name} must be an http(s) URL such as http://clip:3000, got {raw!r}")
-    return raw
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

@@ -17,6 +17,23 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_SECONDS = 240
+# BentoML's distributed mode (what its own `run_bento_server_distributed` and the container
+# image's `start-http-server` entrypoint run): `--service-name X` serves one dependency,
+# `--depends X=URL` serves the API service with X found at URL instead of started.
+START_HTTP_SERVER = ("bentoml_cli._internal.start", "start-http-server")
+RUNNER_SERVICES = (
+    "CLIPEncoder",
+    "CLIPTextEncoder",
+    "NimaTechnical",
+    "NimaAesthetic",
+    "Brisque",
+    "EmotionDetector",
+)
+
+
+def depends_args(urls: dict[str, str]) -> list[str]:
+    """START_HTTP_SERVER arguments that map each named runner service to its URL."""
+    return [arg for name, url in urls.items() for arg in ("--depends", f"{name}={url}")]
 
 
 def free_port() -> int:
@@ -46,22 +63,23 @@ def serve(
     log_path: Path,
     target: str = "service:FestoraVision",
     *,
+    command: Sequence[str] = ("bentoml", "serve"),
     port: int | None = None,
     ready_path: str = "/readyz",
     working_dir: Path = ROOT,
     args: Sequence[str] = (),
 ) -> Iterator[Server]:
-    """Serve `target` (the project's service, a runner such as `runners.clip:CLIPEncoder`, or a
-    Bento tag) from `working_dir` with `env` on top of ours and `bentoml serve` options `args`
-    on `port` (default: a free one); wait for `ready_path` to answer 200; stop it after."""
+    """Serve `target` (the project's service or a Bento tag) from `working_dir` with `env` on
+    top of ours, as `python -m <command> <target> ... <args>` (default `bentoml serve`;
+    START_HTTP_SERVER serves one service of a distributed deployment) on `port` (default: a free
+    one); wait for `ready_path` to answer 200; stop it after."""
     port = port or free_port()
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "bentoml",
-                "serve",
+                *command,
                 target,
                 "--host",
                 "127.0.0.1",

@@ -20,7 +20,7 @@ LISTED = re.findall(r"^([A-Z][A-Z0-9_]*)=", EXAMPLE, re.MULTILINE)
 RUNNER_KNOBS = {
     f"{spec.env_prefix}_{knob}"
     for spec in SPECS.values()
-    for knob in ("MAX_BATCH_SIZE", "MAX_LATENCY_MS", "NUM_THREADS", "TIMEOUT_S", "URL")
+    for knob in ("MAX_BATCH_SIZE", "MAX_LATENCY_MS", "NUM_THREADS", "TIMEOUT_S")
 } | {PRECISION_ENV, ENGINE_ENV, "EMOTION_DEEPFACE_HOME"}
 
 

@@ -1,8 +1,10 @@
-"""Past one machine: runners served on their own and two API replicas pointed at them by URL.
+"""Past one machine: runners served on their own and two API replicas pointed at them by URL,
+through BentoML's runner map (`start-http-server --service-name` / `--depends Name=URL`).
 
-The CLIP and emotion runners each run as their own `bentoml serve runners.<model>:<Class>`;
-the NIMA and BRISQUE URLs point at a port nothing listens on (not deployed here, to keep the
-test small), so the requests below ask only for blur, emotion and the embedding.
+The CLIP and emotion runners each run as their own server; NIMA and BRISQUE are mapped to a
+port nothing listens on (not deployed here, to keep the test small), so the requests below ask
+only for blur, emotion and the embedding. The replicas share a result cache in a real
+redis-server.
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from tests.serving import Server, free_port, serve
+from tests.redis_server import RedisServer
+from tests.serving import (
+    RUNNER_SERVICES,
+    START_HTTP_SERVER,
+    Server,
+    depends_args,
+    free_port,
+    serve,
+)
 from tests.test_api import b64, jpeg_bytes
 
 pytestmark = pytest.mark.slow
@@ -32,7 +42,7 @@ RECOVERY_SECONDS = 60
 class RunnerServer:
     """One runner served on its own, stoppable and restartable on the same port."""
 
-    target: str
+    service_name: str
     log_path: Path
     port: int = field(default_factory=free_port)
     _stack: ExitStack | None = None
@@ -43,7 +53,15 @@ class RunnerServer:
 
     def start(self) -> Server:
         stack = ExitStack()
-        server = stack.enter_context(serve({}, self.log_path, self.target, port=self.port))
+        server = stack.enter_context(
+            serve(
+                {},
+                self.log_path,
+                command=START_HTTP_SERVER,
+                args=["--service-name", self.service_name],
+                port=self.port,
+            )
+        )
         self._stack = stack
         return server
 
@@ -64,24 +82,35 @@ class Topology:
 def topology(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
     logs = tmp_path_factory.mktemp("distributed")
     not_deployed = f"http://127.0.0.1:{free_port()}"
-    clip = RunnerServer("runners.clip:CLIPEncoder", logs / "clip.log")
-    emotion = RunnerServer("runners.emotion:EmotionDetector", logs / "emotion.log")
+    clip = RunnerServer("CLIPEncoder", logs / "clip.log")
+    emotion = RunnerServer("EmotionDetector", logs / "emotion.log")
     with ExitStack() as stack:
+        redis_server = stack.enter_context(RedisServer())
         for runner in (clip, emotion):
             runner.start()
             stack.callback(runner.stop)
+        depends = {
+            **dict.fromkeys(RUNNER_SERVICES, not_deployed),
+            "CLIPEncoder": clip.url,
+            "EmotionDetector": emotion.url,
+        }
         env = {
-            "CLIP_URL": clip.url,
-            "EMOTION_URL": emotion.url,
-            "NIMA_TECHNICAL_URL": not_deployed,
-            "NIMA_AESTHETIC_URL": not_deployed,
-            "BRISQUE_URL": not_deployed,
             "RATE_LIMIT_ENABLED": "false",
             "ENVIRONMENT": "distributed-test",
+            "REDIS_URL": redis_server.url,
+            "CACHE_TTL_SECONDS": "600",
         }
         # /readyz stays 503 while NIMA and BRISQUE are unreachable, by design: wait for /livez
         apis = [
-            stack.enter_context(serve(env, logs / f"api-{i}.log", ready_path="/livez"))
+            stack.enter_context(
+                serve(
+                    env,
+                    logs / f"api-{i}.log",
+                    command=START_HTTP_SERVER,
+                    args=depends_args(depends),
+                    ready_path="/livez",
+                )
+            )
             for i in range(2)
         ]
         clients = [stack.enter_context(httpx.Client(base_url=api.url, timeout=120)) for api in apis]
@@ -147,3 +176,32 @@ def test_batch_through_both_replicas_isolates_a_bad_image(topology: Topology) ->
         portrait, broken, coffee = batch["results"]
         assert broken["error"] and broken["embedding"] is None
         assert portrait["embedding"]["dimensions"] == coffee["embedding"]["dimensions"] == 512
+
+
+def encode_calls(runner: RunnerServer) -> float:
+    """How many /encode requests the CLIP server has answered (its Prometheus counter)."""
+    total = 0.0
+    for line in httpx.get(f"{runner.url}/metrics", timeout=30).text.splitlines():
+        if line.startswith("bentoml_service_request_total{") and 'endpoint="/encode"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_a_re_sent_photo_skips_the_models_on_either_replica(topology: Topology) -> None:
+    rng = np.random.default_rng(7)
+    photo = jpeg_bytes(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8))
+    first_replica, second_replica = topology.replicas
+    before = encode_calls(topology.clip)
+    first = analyze(first_replica, photo)
+    assert first.status_code == 200, first.text
+    assert encode_calls(topology.clip) == before + 1
+    again = analyze(second_replica, photo)  # the other replica: the shared cache answers
+    assert again.status_code == 200, again.text
+    assert encode_calls(topology.clip) == before + 1
+    drop_time = ("processing_time_ms",)
+    assert {k: v for k, v in again.json()["result"].items() if k not in drop_time} == {
+        k: v for k, v in first.json()["result"].items() if k not in drop_time
+    }
+    other_flags = analyze(second_replica, photo, run_blur=False)  # other analyses: a miss
+    assert other_flags.status_code == 200, other_flags.text
+    assert encode_calls(topology.clip) == before + 2

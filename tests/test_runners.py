@@ -9,9 +9,6 @@ reported score needs.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,11 +29,9 @@ from festora.models import (
     SPECS,
     resolve,
     runner_config,
-    runner_url,
 )
 from festora.schemas import ModelStatus
 from runners.emotion import EMOTIONS
-from tests.serving import ROOT
 
 
 def _photos() -> dict[str, np.ndarray]:
@@ -146,42 +141,6 @@ def test_batching_and_threads_come_from_the_environment(
     monkeypatch.setenv("CLIP_MAX_BATCH_SIZE", "1")  # BentoML needs at least 2
     with pytest.raises(ValueError, match="CLIP_MAX_BATCH_SIZE"):
         runner_config(CLIP)
-
-
-def test_runner_urls_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert runner_url(CLIP) is None
-    monkeypatch.setenv("CLIP_URL", " http://clip.festora.svc:3000/ ")
-    assert runner_url(CLIP) == "http://clip.festora.svc:3000"
-    for bad in ("clip:3000", "ftp://clip", "http://"):
-        monkeypatch.setenv("CLIP_URL", bad)
-        with pytest.raises(ValueError, match="CLIP_URL"):
-            runner_url(CLIP)
-
-
-def served_locally(env: dict[str, str]) -> list[str]:
-    """The services one `bentoml serve service:FestoraVision` starts, with `env` set."""
-    code = (
-        "import service; "
-        "print(' '.join(sorted(service.FestoraVision.all_services(exclude_urls=True))))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return out.split()
-
-
-def test_a_runner_with_a_url_is_not_started_by_the_api_service() -> None:
-    everything = ["Brisque", "CLIPEncoder", "EmotionDetector", "NimaAesthetic", "NimaTechnical"]
-    assert served_locally({}) == sorted([*everything, "festora-vision"])
-    remote = {"CLIP_URL": "http://127.0.0.1:9", "NIMA_TECHNICAL_URL": "http://127.0.0.1:9"}
-    assert served_locally(remote) == sorted(
-        ["Brisque", "EmotionDetector", "NimaAesthetic", "festora-vision"]
-    )
 
 
 # ------------------------------------------------------------------------------------ CLIP

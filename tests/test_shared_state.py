@@ -1,7 +1,7 @@
 """Two API replicas sharing state through a real redis-server: one rate limit per client across
 both, measured, and what each replica does while Redis is away (one fails open, one closed).
 
-No runner is deployed (every <PREFIX>_URL points at a closed port): /v1/cluster needs none.
+No runner is deployed (each is mapped to a closed port): /v1/cluster needs none.
 """
 
 from __future__ import annotations
@@ -15,14 +15,13 @@ import httpx
 import pytest
 
 from tests.redis_server import RedisServer
-from tests.serving import free_port, serve
+from tests.serving import RUNNER_SERVICES, START_HTTP_SERVER, depends_args, free_port, serve
 
 pytestmark = pytest.mark.slow
 
 PER_MINUTE = 60  # one token a second
 BURST = 9  # ten back to back
 CLUSTER = {"embeddings": [[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]], "image_ids": ["a", "b", "c"]}
-RUNNERS = ("CLIP", "NIMA_TECHNICAL", "NIMA_AESTHETIC", "BRISQUE", "EMOTION")
 
 
 @dataclass
@@ -39,7 +38,6 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
     with ExitStack() as stack:
         redis_server = stack.enter_context(RedisServer())
         env = {
-            **{f"{prefix}_URL": not_deployed for prefix in RUNNERS},
             "REDIS_URL": redis_server.url,
             "RATE_LIMIT_PER_MINUTE": str(PER_MINUTE),
             "RATE_LIMIT_BURST": str(BURST),
@@ -50,6 +48,8 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
                 serve(
                     {**env, "RATE_LIMIT_REDIS_FAILURE": policy},
                     logs / f"api-{policy}.log",
+                    command=START_HTTP_SERVER,
+                    args=depends_args(dict.fromkeys(RUNNER_SERVICES, not_deployed)),
                     ready_path="/livez",
                 )
             )
