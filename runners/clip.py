@@ -17,10 +17,10 @@ from runners.serving.base import (
     service_options,
     set_threads,
 )
+from runners.serving.device import device_precision, engine_name, torch_device
 from runners.serving.memory import skip_unused_gpu_compiler, trim_after_batch
 from runners.serving.openvino_ir import compile_ir
 from runners.serving.openvino_ir import input_size as ir_input_size
-from runners.serving.precision import compute_precision
 
 if TYPE_CHECKING:
     import torch
@@ -63,7 +63,7 @@ class CLIPEncoder(ModelRunner):
 
     def _load(self, provenance: Provenance) -> None:
         self.model_id = str(provenance.metadata.get("model_id", ""))
-        self.precision = compute_precision()
+        self.precision = device_precision()
         self._compiled = compile_ir(provenance.path, self.precision, self.config.num_threads)
         if self._compiled is not None:
             self.engine = f"openvino-{self.precision}"
@@ -71,10 +71,12 @@ class CLIPEncoder(ModelRunner):
             self.dimensions = int(self._compiled.output(0).get_partial_shape()[1].get_length())
             self._embed(np.zeros((1, self.input_size, self.input_size, 3), np.uint8))  # warm-up
             return
-        self.engine = f"torch-{self.precision}"
+        self.engine = engine_name(self.precision)
         skip_unused_gpu_compiler()  # before torch: see runners.serving.memory
         import torch
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+        self._device = torch_device()
         from transformers.utils import logging as hf_logging
 
         set_threads(self.config.num_threads)
@@ -92,7 +94,7 @@ class CLIPEncoder(ModelRunner):
         finally:
             hf_logging.set_verbosity(verbosity)
             hf_logging.enable_progress_bar()
-        self._model = model.eval()
+        self._model = model.eval().to(self._device)
         self.dimensions = int(model.config.projection_dim)
         self._embed(np.zeros((1, self.input_size, self.input_size, 3), np.uint8))  # warm-up
 
@@ -113,9 +115,10 @@ class CLIPEncoder(ModelRunner):
             images=list(images), do_resize=False, do_center_crop=False, return_tensors="pt"
         )["pixel_values"]
         with torch.inference_mode():
-            vectors = self._model(pixel_values=pixels.to(self._model.dtype)).image_embeds
+            pixels = pixels.to(self._device, self._model.dtype)
+            vectors = self._model(pixel_values=pixels).image_embeds
             vectors = torch.nn.functional.normalize(vectors.float(), dim=-1)
-        return vectors.numpy().astype(np.float32, copy=False)
+        return vectors.cpu().numpy().astype(np.float32, copy=False)
 
     @bentoml.api(
         batchable=True,

@@ -35,9 +35,9 @@ from runners.serving.base import (
     service_options,
     set_threads,
 )
+from runners.serving.device import device_precision, engine_name, torch_device
 from runners.serving.memory import skip_unused_gpu_compiler, trim_after_batch
 from runners.serving.openvino_ir import compile_ir
-from runners.serving.precision import compute_precision
 
 if TYPE_CHECKING:
     import torch
@@ -160,15 +160,17 @@ class _Nima(ModelRunner):
     input_size = NIMA_SIZE
 
     def _load(self, provenance: Provenance) -> None:
-        self.precision = compute_precision()
+        self.precision = device_precision()
         self._compiled = compile_ir(provenance.path, self.precision, self.config.num_threads)
         if self._compiled is not None:
             self.engine = f"openvino-{self.precision}"
             self._raw(np.zeros((1, NIMA_SIZE, NIMA_SIZE, 3), np.uint8))  # warm-up
             return
-        self.engine = f"torch-{self.precision}"
+        self.engine = engine_name(self.precision)
         skip_unused_gpu_compiler()  # before torch: see runners.serving.memory
         import torch
+
+        self._device = torch_device()
 
         set_threads(self.config.num_threads)
         self._torch = torch
@@ -181,6 +183,7 @@ class _Nima(ModelRunner):
             # and the distribution mean stay fp32, where bf16 would cost accuracy for nothing.
             fold_batchnorm(self._net.base_model)
             self._net.base_model.to(dtype=torch.bfloat16, memory_format=torch.channels_last)
+        self._net.to(self._device)
         self._raw(np.zeros((1, NIMA_SIZE, NIMA_SIZE, 3), np.uint8))  # warm-up
 
     def _raw(self, images: np.ndarray) -> np.ndarray:
@@ -196,9 +199,9 @@ class _Nima(ModelRunner):
         with torch.inference_mode():
             for start in range(0, len(images), FORWARD_CHUNK):
                 chunk = images[start : start + FORWARD_CHUNK]
-                x = torch.from_numpy(chunk).permute(0, 3, 1, 2).float().div_(255.0)
-                outputs.append(forward(x).reshape(-1))
-        return torch.cat(outputs).numpy().astype(np.float32, copy=False)
+                x = torch.from_numpy(chunk).to(self._device).permute(0, 3, 1, 2)
+                outputs.append(forward(x.float().div_(255.0)).reshape(-1).float())
+        return torch.cat(outputs).cpu().numpy().astype(np.float32, copy=False)
 
     def _forward_bf16(self, x: torch.Tensor) -> torch.Tensor:
         """`pyiqa NIMA.forward` with the backbone in bf16 (see `_load`)."""

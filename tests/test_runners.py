@@ -146,6 +146,34 @@ def test_batching_and_threads_come_from_the_environment(
 # ------------------------------------------------------------------------------------ CLIP
 
 
+def test_the_device_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runners.serving.device import DEVICE_ENV, engine_name, wanted_device
+
+    assert wanted_device() == "cpu" and engine_name("fp32") == "torch-fp32"
+    monkeypatch.setenv(DEVICE_ENV, "cuda:1")
+    assert wanted_device() == "cuda:1" and engine_name("bf16") == "torch-bf16-cuda:1"
+    monkeypatch.setenv(DEVICE_ENV, "tpu")
+    with pytest.raises(ValueError, match=DEVICE_ENV):
+        wanted_device()
+
+
+def test_a_gpu_runner_without_a_gpu_says_so(
+    model_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from runners.nima import NimaTechnical
+    from runners.serving.device import DEVICE_ENV
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    monkeypatch.setenv(DEVICE_ENV, "cuda")
+    runner = NimaTechnical()
+    assert not runner.loaded
+    assert "FESTORA_DEVICE=cuda but torch sees no CUDA device" in runner.error
+    assert runner.model_status().engine == "torch-fp32-cuda"
+
+
 @pytest.mark.parametrize("engine", ["openvino", "torch"])
 def test_clip_matches_transformers_get_image_features(
     runners: dict[str, Any], monkeypatch: pytest.MonkeyPatch, engine: str

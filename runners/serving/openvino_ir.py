@@ -70,9 +70,12 @@ def compile_ir(
     model_dir: Path, precision: Precision, num_threads: int, file: str = IR_FILE
 ) -> Any | None:
     """The stored IR `file` compiled for this CPU, or None when torch should compute instead
-    (FESTORA_ENGINE=torch, or a model imported before IRs were stored)."""
+    (FESTORA_ENGINE=torch, a GPU in FESTORA_DEVICE, or a model imported before IRs were
+    stored)."""
+    from runners.serving.device import on_gpu
+
     path = model_dir / file
-    if wanted_engine() == "torch" or not path.is_file():
+    if wanted_engine() == "torch" or on_gpu() or not path.is_file():
         return None
     import openvino as ov
     import openvino.properties as props
