@@ -4,12 +4,14 @@ through BentoML's runner map (`start-http-server --service-name` / `--depends Na
 The CLIP and emotion runners each run as their own server; NIMA and BRISQUE are mapped to a
 port nothing listens on (not deployed here, to keep the test small), so the requests below ask
 only for blur, emotion and the embedding. The replicas share a result cache in a real
-redis-server.
+redis-server. Killing the CLIP server shows on both replicas' /health and as 503
+`model_unavailable`; both recover when it is back on its port.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,7 +184,8 @@ def encode_calls(runner: RunnerServer) -> float:
     """How many /encode requests the CLIP server has answered (its Prometheus counter)."""
     total = 0.0
     for line in httpx.get(f"{runner.url}/metrics", timeout=30).text.splitlines():
-        if line.startswith("bentoml_service_request_total{") and 'endpoint="/encode"' in line:
+        name, _, labels = line.partition("{")
+        if name.endswith("_request_total") and 'endpoint="/encode"' in labels:
             total += float(line.rsplit(" ", 1)[1])
     return total
 
@@ -205,3 +208,42 @@ def test_a_re_sent_photo_skips_the_models_on_either_replica(topology: Topology) 
     other_flags = analyze(second_replica, photo, run_blur=False)  # other analyses: a miss
     assert other_flags.status_code == 200, other_flags.text
     assert encode_calls(topology.clip) == before + 2
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = RECOVERY_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"not true within {timeout} s")
+
+
+def test_a_dead_runner_shows_on_both_replicas_and_they_recover(topology: Topology) -> None:
+    topology.clip.stop()
+    try:
+        for client in topology.replicas:
+            response = analyze(client, PORTRAIT)
+            assert response.status_code == 503, response.text
+            body = response.json()
+            assert body["error"] == "model_unavailable" and "clip" in body["message"]
+            assert response.headers["Retry-After"]
+            batch = client.post(
+                "/v1/analyze/batch", json={"images": [{"data": b64(COFFEE)}], **REMOTE_FLAGS}
+            ).json()
+            assert batch["failed"] == 1
+            assert batch["results"][0]["error_code"] == "model_unavailable"
+            # what does not need CLIP is still served
+            no_embedding = analyze(client, PORTRAIT, run_embedding=False)
+            assert no_embedding.status_code == 200, no_embedding.text
+            result = no_embedding.json()["result"]
+            assert result["error"] is None and result["embedding"] is None
+            clip = models_by_name(client)["clip"]
+            assert not clip["loaded"] and clip["error"].startswith("runner unavailable")
+    finally:
+        topology.clip.start()
+    for client in topology.replicas:
+        wait_for(lambda c=client: models_by_name(c)["clip"]["loaded"])
+        response = analyze(client, COFFEE)
+        assert response.status_code == 200, response.text
+        assert response.json()["result"]["embedding"]["dimensions"] == 512

@@ -66,7 +66,10 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 def shared_redis(server: RedisServer) -> Redis:
-    return connect(Settings(redis_url=server.url))
+    # a generous timeout: these tests are about the bucket, on a shared, busy machine
+    redis = connect(Settings(redis_url=server.url, redis_timeout_seconds=10))
+    assert redis is not None
+    return redis
 
 
 def test_two_replicas_share_one_bucket_per_client(redis_server: RedisServer) -> None:

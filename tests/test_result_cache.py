@@ -24,7 +24,7 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 def cache_for(server: RedisServer) -> ResultCache:
-    settings = Settings(redis_url=server.url, cache_ttl_seconds=60)
+    settings = Settings(redis_url=server.url, cache_ttl_seconds=60, redis_timeout_seconds=10)
     redis = connect(settings)
     assert redis is not None
     return ResultCache(redis, settings)
