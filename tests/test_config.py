@@ -9,7 +9,7 @@ import pytest
 
 from festora import config
 from festora.config import Settings, env_value
-from festora.models import SPECS
+from festora.models import RUNNER_SPECS
 from runners.serving.openvino_ir import ENGINE_ENV
 from runners.serving.precision import PRECISION_ENV
 
@@ -19,7 +19,7 @@ LISTED = re.findall(r"^([A-Z][A-Z0-9_]*)=", EXAMPLE, re.MULTILINE)
 # Read by the runners with `env_value`, outside Settings, when their module is imported.
 RUNNER_KNOBS = {
     f"{spec.env_prefix}_{knob}"
-    for spec in SPECS.values()
+    for spec in RUNNER_SPECS.values()
     for knob in ("MAX_BATCH_SIZE", "MAX_LATENCY_MS", "NUM_THREADS", "TIMEOUT_S")
 } | {PRECISION_ENV, ENGINE_ENV, "EMOTION_DEEPFACE_HOME"}
 

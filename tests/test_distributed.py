@@ -77,6 +77,8 @@ class RunnerServer:
 class Topology:
     clip: RunnerServer
     emotion: RunnerServer
+    redis: RedisServer
+    apis: list[Server]
     replicas: list[httpx.Client]
 
 
@@ -101,6 +103,7 @@ def topology(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "ENVIRONMENT": "distributed-test",
             "REDIS_URL": redis_server.url,
             "CACHE_TTL_SECONDS": "600",
+            "PYTHONUNBUFFERED": "1",
         }
         # /readyz stays 503 while NIMA and BRISQUE are unreachable, by design: wait for /livez
         apis = [
@@ -116,7 +119,7 @@ def topology(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
             for i in range(2)
         ]
         clients = [stack.enter_context(httpx.Client(base_url=api.url, timeout=120)) for api in apis]
-        yield Topology(clip=clip, emotion=emotion, replicas=clients)
+        yield Topology(clip, emotion, redis_server, apis, clients)
 
 
 def models_by_name(client: httpx.Client) -> dict[str, dict]:
@@ -180,34 +183,33 @@ def test_batch_through_both_replicas_isolates_a_bad_image(topology: Topology) ->
         assert portrait["embedding"]["dimensions"] == coffee["embedding"]["dimensions"] == 512
 
 
-def encode_calls(runner: RunnerServer) -> float:
-    """How many /encode requests the CLIP server has answered (its Prometheus counter)."""
-    total = 0.0
-    for line in httpx.get(f"{runner.url}/metrics", timeout=30).text.splitlines():
-        name, _, labels = line.partition("{")
-        if name.endswith("_request_total") and 'endpoint="/encode"' in labels:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+def served_from_cache(api: Server) -> int:
+    """How many analyses this replica answered from the shared cache (its own log says)."""
+    return api.log().count("analysis from cache")
 
 
 def test_a_re_sent_photo_skips_the_models_on_either_replica(topology: Topology) -> None:
     rng = np.random.default_rng(7)
     photo = jpeg_bytes(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8))
+    redis = topology.redis.client()
     first_replica, second_replica = topology.replicas
-    before = encode_calls(topology.clip)
+    keys_before = len(redis.keys("festora:result:*"))
+    hits_before = served_from_cache(topology.apis[1])
     first = analyze(first_replica, photo)
     assert first.status_code == 200, first.text
-    assert encode_calls(topology.clip) == before + 1
+    assert len(redis.keys("festora:result:*")) == keys_before + 1
     again = analyze(second_replica, photo)  # the other replica: the shared cache answers
     assert again.status_code == 200, again.text
-    assert encode_calls(topology.clip) == before + 1
+    wait_for(lambda: served_from_cache(topology.apis[1]) == hits_before + 1, timeout=10)
     drop_time = ("processing_time_ms",)
     assert {k: v for k, v in again.json()["result"].items() if k not in drop_time} == {
         k: v for k, v in first.json()["result"].items() if k not in drop_time
     }
     other_flags = analyze(second_replica, photo, run_blur=False)  # other analyses: a miss
     assert other_flags.status_code == 200, other_flags.text
-    assert encode_calls(topology.clip) == before + 2
+    assert other_flags.json()["result"]["blur"] is None
+    assert served_from_cache(topology.apis[1]) == hits_before + 1
+    assert len(redis.keys("festora:result:*")) == keys_before + 2
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = RECOVERY_SECONDS) -> None:

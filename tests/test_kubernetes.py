@@ -12,14 +12,14 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from festora.models import SPECS
+from festora.models import RUNNER_SPECS
 from tests.kustomize import Resource, containers, render
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERLAYS = ROOT / "deploy" / "kubernetes" / "overlays"
 # the oldest Kubernetes still supported upstream-ish, and the newest the validator knows
 K8S_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
-RUNNER_COMPONENTS = {spec.key.replace("_", "-"): spec for spec in SPECS.values()}
+RUNNER_COMPONENTS = {spec.key.replace("_", "-"): spec for spec in RUNNER_SPECS.values()}
 GPU_RUNNERS = {"clip", "nima-technical", "nima-aesthetic"}
 GRACEFUL_SHUTDOWN_ARG = "--timeout-graceful-shutdown"
 
