@@ -72,7 +72,7 @@ from festora.text_embedding import TextEmbedder
 from runners.brisque import Brisque
 from runners.clip import CLIPEncoder
 from runners.clip_text import CLIPTextEncoder
-from runners.emotion import EmotionDetector
+from runners.faces import FaceAnalyzer
 from runners.nima import NimaAesthetic, NimaTechnical
 
 logger = logging.getLogger("festora.service")
@@ -109,7 +109,7 @@ class FestoraVision:
     nima_technical = bentoml.depends(NimaTechnical)
     nima_aesthetic = bentoml.depends(NimaAesthetic)
     brisque = bentoml.depends(Brisque)
-    emotion = bentoml.depends(EmotionDetector)
+    faces = bentoml.depends(FaceAnalyzer)
 
     def __init__(self) -> None:
         self.runner_health = RunnerHealth(self._runners, settings)
@@ -129,7 +129,7 @@ class FestoraVision:
             "nima_technical": self.nima_technical,
             "nima_aesthetic": self.nima_aesthetic,
             "brisque": self.brisque,
-            "emotion": self.emotion,
+            "faces": self.faces,
         }
 
     async def __is_ready__(self) -> bool:

@@ -47,7 +47,7 @@ RUNNERS = {  # BentoML service name -> /health model name
     "NimaTechnical": "nima_technical",
     "NimaAesthetic": "nima_aesthetic",
     "Brisque": "brisque",
-    "EmotionDetector": "emotion",
+    "FaceAnalyzer": "faces",
 }
 API_WORKER = "festora-vision"
 WARMUP_FRACTION = 0.2

@@ -52,7 +52,7 @@ class ModelClients(Protocol):
     nima_technical: Any
     nima_aesthetic: Any
     brisque: Any
-    emotion: Any
+    faces: Any
 
 
 def required_models(flags: AnalysisFlags) -> list[str]:
@@ -61,7 +61,7 @@ def required_models(flags: AnalysisFlags) -> list[str]:
     if flags.run_quality:
         models += ["brisque", "nima_technical", "nima_aesthetic"]
     if flags.run_emotion:
-        models.append("emotion")
+        models.append("faces")
     if flags.run_embedding:
         models.append("clip")
     return models
@@ -86,7 +86,7 @@ def decode_size(
     if flags.run_quality:
         sizes += [preprocess.NIMA_SIZE, preprocess.BRISQUE_LONG_SIDE]
     if flags.run_emotion:
-        sizes.append(preprocess.EMOTION_LONG_SIDE)
+        sizes.append(preprocess.FACE_LONG_SIDE)
     return max(sizes)
 
 
@@ -121,9 +121,9 @@ def prepare_inputs(
         inputs["nima"] = preprocess.nima_input(rgb)
         inputs["brisque"] = preprocess.brisque_input(rgb)
     if flags.run_emotion:
-        face_image, scale = preprocess.emotion_input(rgb)
-        inputs["emotion"] = face_image
-        inputs["emotion_scale"] = scale * rgb.shape[1] / decoded.width
+        face_image, scale = preprocess.face_input(rgb)
+        inputs["faces"] = face_image
+        inputs["faces_scale"] = scale * rgb.shape[1] / decoded.width
     if flags.run_embedding:
         inputs["clip"] = preprocess.clip_input(rgb, clip_size)
     return PreparedImage(width=decoded.width, height=decoded.height, inputs=inputs)
@@ -240,7 +240,7 @@ class ImageAnalyzer:
                 inputs["nima"][None]
             )
         if flags.run_emotion:
-            calls["emotion"] = lambda: models.emotion.to_async.detect([inputs["emotion"]])
+            calls["faces"] = lambda: models.faces.to_async.analyze([inputs["faces"]])
         if flags.run_embedding:
             calls["clip"] = lambda: models.clip.to_async.encode(inputs["clip"][None])
         found = await asyncio.gather(*(self.health.call(n, c) for n, c in calls.items()))
@@ -257,12 +257,15 @@ class ImageAnalyzer:
         if flags.run_quality:
             self._add_quality(result, outputs)
         if flags.run_emotion:
+            found = outputs["faces"][0]
             faces = preprocess.scale_faces(
-                outputs["emotion"][0], inputs["emotion_scale"], prepared.width, prepared.height
+                found["faces"], inputs["faces_scale"], prepared.width, prepared.height
             )
             if faces:
                 result.emotion = EmotionResult(
-                    faces_detected=len(faces), faces=[FaceEmotion.model_validate(f) for f in faces]
+                    faces_detected=len(faces),
+                    faces=[FaceEmotion.model_validate(f) for f in faces],
+                    detector=found["detector"],
                 )
         if flags.run_embedding:
             vector = np.asarray(outputs["clip"][0], dtype=np.float32)

@@ -93,6 +93,8 @@ class Settings(BaseSettings):
 
     # Models
     clip_model_name: str = "openai/clip-vit-base-patch32"
+    # Faces: MediaPipe's BlazeFace (default) or the seed's DeepFace detector (DEEPFACE_DETECTOR)
+    face_detector: Literal["blazeface", "deepface"] = "blazeface"
     deepface_detector: str = "opencv"
     weights: Literal["real", "random-init"] = "real"
 

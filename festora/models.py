@@ -124,18 +124,38 @@ EMOTION = ModelSpec(
     env_prefix="EMOTION",
     weights_file="facial_expression_model_weights.pth",
     license="MIT (deepface)",
-    description="DeepFace facial expression CNN (pytorch state dict); faces found by OpenCV",
+    description="DeepFace facial expression CNN (pytorch state dict), scored by the face runner",
     max_batch_size=16,
     max_latency_ms=60_000,
     num_threads=1,
 )
+FACES = ModelSpec(
+    key="faces",
+    store_name="festora-faces",
+    env_prefix="FACES",
+    weights_file="face_detection_full_range_sparse.tflite",
+    license="Apache-2.0 (Google MediaPipe face models)",
+    description="MediaPipe BlazeFace full-range, face mesh and iris models (.tflite, OpenVINO)",
+    max_batch_size=16,
+    max_latency_ms=60_000,
+    num_threads=1,
+)
+# The face runner's files inside festora-faces, as the mediapipe wheel ships them.
+FACE_DETECTOR_FILE = FACES.weights_file
+FACE_MESH_FILE = "face_landmark.tflite"
+IRIS_FILE = "iris_landmark.tflite"
+FACE_MODEL_FILES = (FACE_DETECTOR_FILE, FACE_MESH_FILE, IRIS_FILE)
 
 # The stored models, by key (what scripts/import_models.py imports).
 SPECS: dict[str, ModelSpec] = {
-    s.key: s for s in (CLIP, NIMA_TECHNICAL, NIMA_AESTHETIC, BRISQUE, EMOTION)
+    s.key: s for s in (CLIP, NIMA_TECHNICAL, NIMA_AESTHETIC, BRISQUE, EMOTION, FACES)
 }
 # Every runner, by key (what /health lists): the stored models and the CLIP text tower.
-RUNNER_SPECS: dict[str, ModelSpec] = {**SPECS, CLIP_TEXT.key: CLIP_TEXT}
+# Every runner (its /health name): the emotion CNN has none, the face runner scores it.
+RUNNER_SPECS: dict[str, ModelSpec] = {
+    **{key: spec for key, spec in SPECS.items() if spec is not EMOTION},
+    CLIP_TEXT.key: CLIP_TEXT,
+}
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,12 @@ the resize the model was evaluated with, so a runner sees what its reference pip
   package's SVM was trained on LIVE images (at most 768 px wide), BRISQUE changes with scale
   (astronaut: 10.8 at 512 px, 41 at 1024 px), and 768 x 512 costs ~0.25 s instead of seconds.
   Smaller images are left as they are: upscaling would invent smoothness.
-- `emotion_input`: long side reduced to EMOTION_LONG_SIDE (640 px). Face detection cost
-  grows with the pixels sent; at 640 px a photo takes ~0.1-0.3 s with the Haar detector and
-  faces from 24 px (the Haar window) up are still found. Returns `(array, scale)` with
-  scale = array size / `rgb` size (<= 1): divide the regions the runner returns by it, or
-  let `scale_faces` do it (it also clips).
+- `face_input`: long side reduced to FACE_LONG_SIDE (1280 px) for `FaceAnalyzer.analyze`.
+  The detector tiles it (a tile is 27 % of the long side, 346 px here, seen at 192 px), and
+  the mesh, iris, emotion and sharpness crops are cut from it: at 1280 px a face of 2 % of the
+  long side is 26 px, and faces from 48 px (3.75 %) get a sharpness. 1280 x 853 x 3 is 3.3 MB
+  per image across the process boundary. Returns `(array, scale)` with scale = array size /
+  `rgb` size (<= 1): `scale_faces` maps what the runner returns back (and clips).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from PIL import Image
 CLIP_SIZE = 224
 NIMA_SIZE = 299
 BRISQUE_LONG_SIDE = 768
-EMOTION_LONG_SIDE = 640
+FACE_LONG_SIDE = 1280
 
 # Beyond this aspect ratio, cut the long side down before the shortest-side resize: the centre
 # crop keeps only a short x short square anyway, and a 1 x 50000 strip would otherwise be
@@ -114,20 +115,20 @@ def brisque_input(rgb: np.ndarray) -> np.ndarray:
     return _long_side_at_most(rgb, BRISQUE_LONG_SIDE)[0]
 
 
-def emotion_input(rgb: np.ndarray) -> tuple[np.ndarray, float]:
-    """`(array, scale)`: the image with its long side at most EMOTION_LONG_SIDE, and
+def face_input(rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    """`(array, scale)`: the image with its long side at most FACE_LONG_SIDE, and
     scale = array size / `rgb` size (1.0 when not reduced). Send the array to
-    `EmotionDetector.detect`; a region in `rgb` is the returned region / scale
-    (`scale_faces` does that and clips to the image)."""
+    `FaceAnalyzer.analyze`; `scale_faces` maps its faces back into the photo."""
     _check_rgb(rgb)
-    return _long_side_at_most(rgb, EMOTION_LONG_SIDE)
+    return _long_side_at_most(rgb, FACE_LONG_SIDE)
 
 
 def scale_faces(
     faces: list[dict[str, Any]], scale: float, width: int, height: int
 ) -> list[dict[str, Any]]:
-    """Faces from `EmotionDetector.detect` with each region mapped into a `width` x `height`
-    image: divided by `scale` (analysed size / that image's size), rounded, clipped to it."""
+    """Faces from `FaceAnalyzer.analyze` with each region and landmark mapped into a `width` x
+    `height` image: divided by `scale` (analysed size / that image's size), rounded, clipped
+    to it. Everything else about a face does not depend on the image's size."""
     out = []
     for face in faces:
         r = face["region"]
@@ -135,5 +136,14 @@ def scale_faces(
         y = min(max(0, round(r["y"] / scale)), height - 1)
         w = max(1, min(round(r["w"] / scale), width - x))
         h = max(1, min(round(r["h"] / scale), height - y))
-        out.append({**face, "region": {"x": x, "y": y, "w": w, "h": h}})
+        mapped = {**face, "region": {"x": x, "y": y, "w": w, "h": h}}
+        if face.get("landmarks") is not None:
+            mapped["landmarks"] = {
+                name: [
+                    round(min(max(0.0, px / scale), width - 1.0), 1),
+                    round(min(max(0.0, py / scale), height - 1.0), 1),
+                ]
+                for name, (px, py) in face["landmarks"].items()
+            }
+        out.append(mapped)
     return out

@@ -83,16 +83,50 @@ class EmotionScores(BaseModel):
     neutral: float
 
 
+Point = list[float]  # [x, y] in original-image pixels
+
+
+class FaceLandmarks(BaseModel):
+    """Named by the subject, as DeepFace names them: the left eye is on the image's right."""
+
+    left_eye: Point
+    right_eye: Point
+    nose: Point
+    mouth_left: Point
+    mouth_right: Point
+
+
+class FaceEyes(BaseModel):
+    left_openness: float | None = Field(description="0 shut - 1 wide open; null: not judged")
+    right_openness: float | None
+    open: bool | None = Field(description="null when it cannot be judged: profile, too small")
+
+
+class HeadPose(BaseModel):
+    yaw: float = Field(description="degrees; > 0: the face turns towards the image's right")
+    pitch: float = Field(description="degrees; > 0: the face looks up")
+    roll: float = Field(description="degrees; > 0: the head leans clockwise in the image")
+
+
 class FaceEmotion(BaseModel):
     dominant_emotion: str
     scores: EmotionScores
     face_confidence: float
     region: FaceRegion
+    landmarks: FaceLandmarks | None = None
+    eyes: FaceEyes | None = None
+    sharpness: float | None = Field(
+        None, description="Laplacian variance of the face at a 48 px face size; null if smaller"
+    )
+    is_blurry: bool | None = None
+    pose: HeadPose | None = None
+    size_fraction: float | None = Field(None, description="face height / image height")
 
 
 class EmotionResult(BaseModel):
     faces_detected: int
     faces: list[FaceEmotion]
+    detector: str | None = Field(None, description='e.g. "blazeface-full", "opencv-haar"')
 
 
 class EmbeddingResult(BaseModel):

@@ -4,7 +4,7 @@
     runners.nima:NimaTechnical      score(N x 299 x 299 x 3 uint8)  -> N float32, 1-10 (KonIQ)
     runners.nima:NimaAesthetic      score(N x 299 x 299 x 3 uint8)  -> N float32, 1-10 (AVA)
     runners.brisque:Brisque         score([H x W x 3 uint8])        -> [float | None]
-    runners.emotion:EmotionDetector detect([H x W x 3 uint8])       -> [[face dict]]
+    runners.faces:FaceAnalyzer      analyze([H x W x 3 uint8])      -> [{detector, faces: [face]}]
 
 Inputs come from `festora.preprocess`; weights from the BentoML model store
 (`festora.models`, written by `scripts/import_models.py`). Every runner also serves

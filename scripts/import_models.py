@@ -5,20 +5,24 @@
     WEIGHTS=random-init python -m scripts.import_models
 
 Real weights: CLIP from the Hugging Face hub (CLIP_MODEL_NAME, via transformers), NIMA from
-pyiqa's release files, the emotion CNN from DeepFace's release, and the BRISQUE SVM shipped in
-the `brisque` package. Files already on this machine are used before any download: the folder
-given with --weights-dir, the Hugging Face cache, $TORCH_HOME/hub/pyiqa and
+pyiqa's release files, the emotion CNN from DeepFace's release, the BRISQUE SVM shipped in
+the `brisque` package, and MediaPipe's face detector, face mesh and iris models (.tflite) from
+the `mediapipe==0.10.21` wheel on PyPI (downloaded with `pip download --no-deps`, its sha256
+checked, the three files extracted; mediapipe itself is never installed). Files already on
+this machine are used before any download: the folder given with --weights-dir (for the faces:
+the three extracted .tflite files), the Hugging Face cache, $TORCH_HOME/hub/pyiqa and
 $DEEPFACE_HOME/.deepface/weights. Without a network, real mode stops before doing anything and
 names what it could not reach.
 
 --random-init builds the same architectures at full size from a fixed seed and saves them in
 the real file formats (CLIP: save_pretrained safetensors + a CLIPImageProcessor config + a
 tokenizer; NIMA: `{'params': state_dict}`; emotion: the state dict), so they load through the
-runners' real path and cost what real weights cost; their scores mean nothing. BRISQUE stays
-real. CLIP's tokenizer vocabulary (48,894 learnt BPE merges) exists only on the hub, so the
-random-init tokenizer is transformers' own `CLIPTokenizer` pipeline (normaliser, pre-tokenizer,
-start/end tokens) over CLIP's byte-level alphabet with no merges: every text tokenizes, one
-token per character, at the same ids as in the real vocabulary, and the start and end tokens
+runners' real path and cost what real weights cost; their scores mean nothing. BRISQUE and
+the MediaPipe face models stay real in every mode. CLIP's tokenizer vocabulary (48,894 learnt
+BPE merges) exists only on the hub, so the random-init tokenizer is transformers' own
+`CLIPTokenizer` pipeline (normaliser, pre-tokenizer, start/end tokens) over CLIP's byte-level
+alphabet with no merges: every text tokenizes, one token per character, at the same ids as in
+the real vocabulary, and the start and end tokens
 sit at the ids `CLIPConfig()` expects (see `offline_clip_tokenizer`).
 
 CLIP is stored as one entry holding both towers, the tokenizer and the logit scale (metadata
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +56,8 @@ from festora.models import (
     CLIP_TEXT_IR_FILE,
     CLIP_TOKENIZER_FILE,
     EMOTION,
+    FACE_MODEL_FILES,
+    FACES,
     LABEL_SOURCE,
     LABEL_WEIGHTS,
     NIMA_AESTHETIC,
@@ -79,6 +86,23 @@ DEEPFACE_EMOTION_URLS = (
     "facial_expression_model_weights.pth",
     "https://huggingface.co/serengil/deepface/resolve/main/facial_expression_model_weights.pth",
 )
+# The one mediapipe release that still ships its face models (later ones ship none); the
+# wheel's and each extracted file's sha256 as published on PyPI on 2025-01-31.
+MEDIAPIPE_VERSION = "0.10.21"
+MEDIAPIPE_WHEEL = f"mediapipe-{MEDIAPIPE_VERSION}-cp311-cp311-manylinux_2_28_x86_64.whl"
+MEDIAPIPE_WHEEL_SHA256 = "05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3"
+MEDIAPIPE_MEMBERS = {
+    "face_detection_full_range_sparse.tflite": "mediapipe/modules/face_detection/",
+    "face_landmark.tflite": "mediapipe/modules/face_landmark/",
+    "iris_landmark.tflite": "mediapipe/modules/iris_landmark/",
+}
+FACE_FILE_SHA256 = {
+    "face_detection_full_range_sparse.tflite": (
+        "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1"
+    ),
+    "face_landmark.tflite": "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
+    "iris_landmark.tflite": "d1744d2a09c25f501d39eba4faff47e53ecca8852c5ce19bce8eeac39357521f",
+}
 NIMA_METRIC = {NIMA_TECHNICAL.key: "nima-koniq", NIMA_AESTHETIC.key: "nima"}
 HTTP_TIMEOUT = (5.0, 60.0)  # connect, read
 # What a local CLIP folder must hold: the model, its image processor and its tokenizer (a hub
@@ -142,7 +166,8 @@ def _hf_cached(model_name: str) -> bool:
 
 
 def plan(spec: ModelSpec, opts: Options) -> Plan:
-    mode = "real" if spec is BRISQUE else opts.weights  # the SVM ships with its package
+    # The SVM ships with its package; the face models are real and small: always real.
+    mode = "real" if spec in (BRISQUE, FACES) else opts.weights
     wdir = opts.weights_dir
     if mode == "random-init":
         arch = {
@@ -164,6 +189,9 @@ def plan(spec: ModelSpec, opts: Options) -> Plan:
         from importlib.metadata import version
 
         return Plan(spec, mode, f"pypi:brisque=={version('brisque')}")
+    if spec is FACES:
+        local = wdir if wdir and all((wdir / f).is_file() for f in FACE_MODEL_FILES) else None
+        return Plan(spec, mode, f"pypi:mediapipe=={MEDIAPIPE_VERSION}", local=local)
     name = spec.weights_file
     if spec is EMOTION:
         home = Path(os.environ.get("DEEPFACE_HOME") or Path.home())
@@ -449,7 +477,54 @@ REQUIRED_FILES: dict[str, tuple[str, ...]] = {
     CLIP.key: (IR_FILE, CLIP_TEXT_IR_FILE, CLIP_TOKENIZER_FILE),
     NIMA_TECHNICAL.key: (IR_FILE,),
     NIMA_AESTHETIC.key: (IR_FILE,),
+    FACES.key: FACE_MODEL_FILES[1:],
 }
+
+
+def _download_mediapipe(dest: Path, log: Log) -> Path:
+    """The mediapipe wheel, by pip (its index, proxy and cache settings), never installed."""
+    command = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+        "--platform", "manylinux_2_28_x86_64", "--python-version", "3.11",
+        "--implementation", "cp", "--abi", "cp311", "--dest", str(dest),
+        f"mediapipe=={MEDIAPIPE_VERSION}",
+    ]  # fmt: skip
+    log(f"    pip download --no-deps mediapipe=={MEDIAPIPE_VERSION} (~36 MB)")
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    wheel = dest / MEDIAPIPE_WHEEL
+    if done.returncode != 0 or not wheel.is_file():
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise Unreachable(f"faces: pip download mediapipe=={MEDIAPIPE_VERSION} failed: {tail[0]}")
+    digest = sha256_file(wheel)
+    if digest != MEDIAPIPE_WHEEL_SHA256:
+        raise ValueError(f"{MEDIAPIPE_WHEEL}: sha256 {digest}, expected {MEDIAPIPE_WHEEL_SHA256}")
+    return wheel
+
+
+def _stage_faces(p: Plan, out: Path, opts: Options) -> dict[str, Any]:
+    import zipfile
+
+    import openvino as ov
+
+    if p.local is not None:
+        opts.log(f"    using {', '.join(FACE_MODEL_FILES)} from {p.local}")
+        for name in FACE_MODEL_FILES:
+            shutil.copyfile(p.local / name, out / name)
+        meta: dict[str, Any] = {"origin": str(p.local)}
+    else:
+        with tempfile.TemporaryDirectory(prefix="festora-mediapipe-") as tmp:
+            wheel = _download_mediapipe(Path(tmp), opts.log)
+            with zipfile.ZipFile(wheel) as archive:
+                for name, folder in MEDIAPIPE_MEMBERS.items():
+                    (out / name).write_bytes(archive.read(folder + name))
+        meta = {"origin": f"{MEDIAPIPE_WHEEL} (sha256 {MEDIAPIPE_WHEEL_SHA256})"}
+    for name in FACE_MODEL_FILES:
+        digest = sha256_file(out / name)
+        if digest != FACE_FILE_SHA256[name]:
+            raise ValueError(f"{name}: sha256 {digest}, expected {FACE_FILE_SHA256[name]}")
+        ov.Core().read_model(str(out / name))  # OpenVINO reads it: the runner will too
+    return {**meta, "mediapipe_version": MEDIAPIPE_VERSION}
+
 
 STAGERS = {
     CLIP.key: _stage_clip,
@@ -457,6 +532,7 @@ STAGERS = {
     NIMA_AESTHETIC.key: _stage_nima,
     BRISQUE.key: _stage_brisque,
     EMOTION.key: _stage_emotion,
+    FACES.key: _stage_faces,
 }
 
 
@@ -544,7 +620,8 @@ Offline? Either
   - or copy the real files onto this machine and pass --weights-dir DIR, with
         DIR/{nima_t}, DIR/{nima_a}, DIR/{emotion},
         DIR/clip/ (a Hugging Face hub snapshot of {clip}, with its preprocessor and tokenizer:
-                   hf download {clip} --local-dir DIR/clip)"""
+                   hf download {clip} --local-dir DIR/clip),
+        DIR/{faces} (from the mediapipe=={mediapipe} wheel's mediapipe/modules/)"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -597,6 +674,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 nima_a=NIMA_AESTHETIC.weights_file,
                 emotion=EMOTION.weights_file,
                 clip=opts.clip_model_name,
+                faces=", DIR/".join(FACE_MODEL_FILES),
+                mediapipe=MEDIAPIPE_VERSION,
             ),
             file=sys.stderr,
         )

@@ -27,7 +27,7 @@ RUNNER_SERVICES = (
     "NimaTechnical",
     "NimaAesthetic",
     "Brisque",
-    "EmotionDetector",
+    "FaceAnalyzer",
 )
 
 

@@ -113,7 +113,7 @@ def test_health_lists_every_model_and_says_weights_are_random(http: httpx.Client
             "nima_technical",
             "nima_aesthetic",
             "brisque",
-            "emotion",
+            "faces",
         }
         for model in body["models"]:
             assert model["loaded"] is True, model
@@ -124,6 +124,10 @@ def test_health_lists_every_model_and_says_weights_are_random(http: httpx.Client
         towers = {m["name"]: m for m in body["models"] if m["name"].startswith("clip")}
         assert towers["clip_text"]["tag"] == towers["clip"]["tag"]  # one checkpoint
         assert towers["clip_text"]["engine"] == "openvino-fp32"
+        faces = next(m for m in body["models"] if m["name"] == "faces")
+        # the face models are real, the emotion CNN beside them is not
+        assert faces["weights"] == "random-init" and "festora-emotion:" in faces["tag"]
+        assert faces["engine"].startswith("openvino-") and "blazeface-full" in faces["engine"]
 
 
 def test_bentoml_endpoints_keep_working(http: httpx.Client) -> None:
@@ -171,6 +175,11 @@ def test_analyze_base64_portrait_returns_every_analysis(http: httpx.Client) -> N
     assert abs(sum(face["scores"].values()) - 100) < 0.5
     assert face["dominant_emotion"] == max(face["scores"], key=face["scores"].get)
     assert 0 <= face["face_confidence"] <= 1
+    assert emotion["detector"] == "blazeface-full"
+    assert face["eyes"]["open"] is True and face["is_blurry"] is False
+    assert set(face["landmarks"]) == {"left_eye", "right_eye", "nose", "mouth_left", "mouth_right"}
+    assert set(face["pose"]) == {"yaw", "pitch", "roll"}
+    assert face["size_fraction"] == pytest.approx(region["h"] / 512, abs=0.01)
     assert result["processing_time_ms"] > 0
 
 

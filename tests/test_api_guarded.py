@@ -124,7 +124,7 @@ def test_analysis_needing_a_missing_model_is_503(http: httpx.Client) -> None:
         "nima_technical",
         "nima_aesthetic",
         "brisque",
-        "emotion",
+        "faces",
     }
 
 

@@ -1,9 +1,9 @@
 """Past one machine: runners served on their own and two API replicas pointed at them by URL,
 through BentoML's runner map (`start-http-server --service-name` / `--depends Name=URL`).
 
-The CLIP and emotion runners each run as their own server; NIMA and BRISQUE are mapped to a
+The CLIP and face runners each run as their own server; NIMA and BRISQUE are mapped to a
 port nothing listens on (not deployed here, to keep the test small), so the requests below ask
-only for blur, emotion and the embedding. The replicas share a result cache in a real
+only for blur, faces and the embedding. The replicas share a result cache in a real
 redis-server. Killing the CLIP server shows on both replicas' /health and as 503
 `model_unavailable`; both recover when it is back on its port.
 """
@@ -76,7 +76,7 @@ class RunnerServer:
 @dataclass
 class Topology:
     clip: RunnerServer
-    emotion: RunnerServer
+    faces: RunnerServer
     redis: RedisServer
     apis: list[Server]
     replicas: list[httpx.Client]
@@ -87,16 +87,16 @@ def topology(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     logs = tmp_path_factory.mktemp("distributed")
     not_deployed = f"http://127.0.0.1:{free_port()}"
     clip = RunnerServer("CLIPEncoder", logs / "clip.log")
-    emotion = RunnerServer("EmotionDetector", logs / "emotion.log")
+    faces = RunnerServer("FaceAnalyzer", logs / "faces.log")
     with ExitStack() as stack:
         redis_server = stack.enter_context(RedisServer())
-        for runner in (clip, emotion):
+        for runner in (clip, faces):
             runner.start()
             stack.callback(runner.stop)
         depends = {
             **dict.fromkeys(RUNNER_SERVICES, not_deployed),
             "CLIPEncoder": clip.url,
-            "EmotionDetector": emotion.url,
+            "FaceAnalyzer": faces.url,
         }
         env = {
             "RATE_LIMIT_ENABLED": "false",
@@ -119,7 +119,7 @@ def topology(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
             for i in range(2)
         ]
         clients = [stack.enter_context(httpx.Client(base_url=api.url, timeout=120)) for api in apis]
-        yield Topology(clip, emotion, redis_server, apis, clients)
+        yield Topology(clip, faces, redis_server, apis, clients)
 
 
 def models_by_name(client: httpx.Client) -> dict[str, dict]:
@@ -139,7 +139,7 @@ def test_replicas_call_the_runners_served_on_their_own(topology: Topology) -> No
         models = models_by_name(client)
         # the replica reports what the CLIP server itself says: it started no CLIP of its own
         assert models["clip"] == runner_status
-        assert models["clip"]["loaded"] and models["emotion"]["loaded"]
+        assert models["clip"]["loaded"] and models["faces"]["loaded"]
         for name in ("nima_technical", "nima_aesthetic", "brisque"):
             assert not models[name]["loaded"]
             assert models[name]["error"].startswith("runner unavailable")

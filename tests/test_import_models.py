@@ -17,7 +17,15 @@ import pytest
 import torch
 from bentoml._internal.models.model import ModelStore
 
-from festora.models import BRISQUE, CLIP, EMOTION, NIMA_TECHNICAL, sha256_file
+from festora.models import (
+    BRISQUE,
+    CLIP,
+    EMOTION,
+    FACE_MODEL_FILES,
+    FACES,
+    NIMA_TECHNICAL,
+    sha256_file,
+)
 from scripts.import_models import Options, Plan, Unreachable, import_models, main, preflight
 
 
@@ -343,3 +351,33 @@ def test_a_336_px_clip_is_fed_at_its_processor_size(
     assert float(np.sum(ours * theirs)) >= 0.999
     with pytest.raises(ValueError, match="336"):
         runner.encode(clip_input(photo)[None])  # a 224 px crop is refused, not mis-scored
+
+
+def test_face_models_come_from_the_mediapipe_wheel_real_in_every_mode(
+    store: ModelStore, tmp_path: Path
+) -> None:
+    """The wheel is fetched by pip (its sha256 checked) and its three files extracted, also
+    when everything else is random-init; --weights-dir takes the extracted files instead, and
+    a file that is not MediaPipe's is refused."""
+    from scripts.import_models import FACE_FILE_SHA256, MEDIAPIPE_WHEEL
+
+    lines: list[str] = []
+    (result,) = import_models([FACES.key], options(store, lines, weights="random-init"))
+    model = store.get(result.tag)
+    assert model.info.labels["weights"] == "real"
+    assert model.info.labels["source"] == "pypi:mediapipe==0.10.21"
+    assert model.info.labels["license"].startswith("Apache-2.0")
+    assert MEDIAPIPE_WHEEL in model.info.metadata["origin"]
+    assert model.info.metadata["files"] == FACE_FILE_SHA256
+    assert any("pip download --no-deps mediapipe==0.10.21" in line for line in lines)
+
+    extracted = tmp_path / "weights"
+    extracted.mkdir()
+    for name in FACE_MODEL_FILES:
+        (extracted / name).write_bytes((Path(model.path) / name).read_bytes())
+    again = import_models([FACES.key], options(store, [], weights_dir=extracted, force=True))[0]
+    assert store.get(again.tag).info.metadata["origin"] == str(extracted)
+
+    (extracted / FACE_MODEL_FILES[1]).write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="sha256"):
+        import_models([FACES.key], options(store, [], weights_dir=extracted, force=True))

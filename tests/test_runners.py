@@ -23,7 +23,7 @@ from festora import preprocess
 from festora.models import (
     BRISQUE,
     CLIP,
-    EMOTION,
+    FACES,
     NIMA_AESTHETIC,
     NIMA_TECHNICAL,
     SPECS,
@@ -31,7 +31,6 @@ from festora.models import (
     runner_config,
 )
 from festora.schemas import ModelStatus
-from runners.emotion import EMOTIONS
 
 
 def _photos() -> dict[str, np.ndarray]:
@@ -53,7 +52,7 @@ def runners(model_store: Path) -> dict[str, Any]:
     """One instance of every runner, on the session's random-init store."""
     from runners.brisque import Brisque
     from runners.clip import CLIPEncoder
-    from runners.emotion import EmotionDetector
+    from runners.faces import FaceAnalyzer
     from runners.nima import NimaAesthetic, NimaTechnical
 
     made = {
@@ -61,7 +60,7 @@ def runners(model_store: Path) -> dict[str, Any]:
         NIMA_TECHNICAL.key: NimaTechnical(),
         NIMA_AESTHETIC.key: NimaAesthetic(),
         BRISQUE.key: Brisque(),
-        EMOTION.key: EmotionDetector(),
+        FACES.key: FaceAnalyzer(),
     }
     for key, runner in made.items():
         assert runner.loaded, f"{key}: {runner.error}"
@@ -390,80 +389,6 @@ def test_brisque_input_analysis_size() -> None:
     assert preprocess.brisque_input(small) is small  # never enlarged
 
 
-# --------------------------------------------------------------------------------- emotion
-
-
-def iou(a: dict[str, int], b: dict[str, int]) -> float:
-    w = min(a["x"] + a["w"], b["x"] + b["w"]) - max(a["x"], b["x"])
-    h = min(a["y"] + a["h"], b["y"] + b["h"]) - max(a["y"], b["y"])
-    inter = max(0, w) * max(0, h)
-    return inter / (a["w"] * a["h"] + b["w"] * b["h"] - inter)
-
-
-@pytest.mark.parametrize("name", ["astronaut", "coffee"])
-def test_emotion_matches_deepface_analyze(runners: dict[str, Any], name: str) -> None:
-    """The runner skips only analyze's whole-image padding: the detector sees another canvas,
-    so boxes may move by a pixel or two, and the same faces are found and scored."""
-    from deepface import DeepFace
-
-    image, _ = preprocess.emotion_input(PHOTOS[name])
-    ours = runners[EMOTION.key].detect([image])[0]
-    theirs = DeepFace.analyze(
-        np.ascontiguousarray(image[:, :, ::-1]),
-        actions=["emotion"],
-        detector_backend="opencv",
-        enforce_detection=False,
-        silent=True,
-    )
-    theirs = [t for t in theirs if t["face_confidence"] > 0]  # no face: the whole image
-    assert len(ours) == len(theirs)
-    assert len(ours) >= 1 or name == "coffee"
-    for face, ref in zip(ours, theirs, strict=True):
-        assert iou(face["region"], ref["region"]) >= 0.9
-        assert face["dominant_emotion"] == ref["dominant_emotion"]
-        assert face["face_confidence"] == pytest.approx(ref["face_confidence"], abs=0.05)
-        for emotion, value in face["scores"].items():
-            assert value == pytest.approx(float(ref["emotion"][emotion]), abs=1.0)
-
-
-def test_emotion_finds_the_astronaut_and_no_face_elsewhere(runners: dict[str, Any]) -> None:
-    gradient = np.repeat(np.linspace(0, 255, 480, dtype=np.uint8)[None, :, None], 320, axis=0)
-    gradient = np.repeat(gradient, 3, axis=2)
-    images = [PHOTOS["astronaut"], PHOTOS["coffee"], gradient]
-    found = runners[EMOTION.key].detect([preprocess.emotion_input(i)[0] for i in images])
-    portrait, coffee, flat = found
-    assert coffee == [] and flat == []
-    assert len(portrait) >= 1
-    face = max(portrait, key=lambda f: f["region"]["w"])
-    r = face["region"]
-    # astronaut() is 512 x 512 with Eileen Collins' face at about x 175-275, y 65-165
-    assert 150 <= r["x"] + r["w"] / 2 <= 300 and 40 <= r["y"] + r["h"] / 2 <= 200
-    assert 60 <= r["w"] <= 200
-    assert set(face["scores"]) == set(EMOTIONS)
-    assert sum(face["scores"].values()) == pytest.approx(100.0, abs=1e-3)
-    assert face["dominant_emotion"] == max(face["scores"], key=face["scores"].get)
-    assert 0.0 <= face["face_confidence"] <= 1.0
-
-
-def test_emotion_regions_map_back_to_the_full_image(runners: dict[str, Any]) -> None:
-    import cv2
-
-    large = cv2.resize(PHOTOS["astronaut"], (1536, 1536), interpolation=cv2.INTER_CUBIC)
-    image, scale = preprocess.emotion_input(large)
-    assert image.shape[:2] == (640, 640) and scale == pytest.approx(640 / 1536)
-    faces = preprocess.scale_faces(runners[EMOTION.key].detect([image])[0], scale, 1536, 1536)
-    direct = runners[EMOTION.key].detect([PHOTOS["astronaut"]])[0]  # the 512 px original
-    big = max(faces, key=lambda f: f["region"]["w"])["region"]
-    ref = max(direct, key=lambda f: f["region"]["w"])["region"]
-    for k in ("x", "y", "w", "h"):  # 3x the 512 px box, up to the detector's own jitter
-        assert big[k] == pytest.approx(3 * ref[k], rel=0.15, abs=12), k
-
-
-def test_emotion_rejects_wrong_input(runners: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match="image 0"):
-        runners[EMOTION.key].detect([np.zeros((10, 10), np.uint8)])
-
-
 # ------------------------------------------------------------------------------ preprocess
 
 
@@ -487,7 +412,7 @@ def test_preprocess_shapes_and_validation() -> None:
     assert preprocess.nima_input(panorama).shape == (299, 299, 3)
     tiny = np.zeros((10, 20, 3), np.uint8)  # enlarged like the reference processors do
     assert preprocess.nima_input(tiny).shape == (299, 299, 3)
-    image, scale = preprocess.emotion_input(tiny)
+    image, scale = preprocess.face_input(tiny)
     assert image is tiny and scale == 1.0
     with pytest.raises(ValueError, match="uint8"):
         preprocess.clip_input(np.zeros((10, 10, 3), np.float32))
@@ -496,7 +421,12 @@ def test_preprocess_shapes_and_validation() -> None:
 
 
 def test_scale_faces_clips_to_the_image() -> None:
-    face = {"dominant_emotion": "happy", "region": {"x": 300, "y": 10, "w": 50, "h": 40}}
+    face = {
+        "dominant_emotion": "happy",
+        "region": {"x": 300, "y": 10, "w": 50, "h": 40},
+        "landmarks": {"nose": [320.0, 30.0], "left_eye": [330.0, 210.0]},
+    }
     (mapped,) = preprocess.scale_faces([face], 0.5, 650, 400)
     assert mapped["region"] == {"x": 600, "y": 20, "w": 50, "h": 80}
+    assert mapped["landmarks"] == {"nose": [640.0, 60.0], "left_eye": [649.0, 399.0]}
     assert mapped["dominant_emotion"] == "happy" and face["region"]["x"] == 300
