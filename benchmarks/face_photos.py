@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -24,6 +25,8 @@ SDIST = "insightface-0.7.3.tar.gz"
 IMAGES = "insightface-0.7.3/insightface/data/images/"
 GROUP = "t1.jpg"
 MASKS = ("mask_black.jpg", "mask_blue.jpg", "mask_green.jpg", "mask_white.jpg")
+# astronaut() is 512 x 512 with Eileen Collins' face at about x 172-278, y 66-172
+ASTRONAUT_FACE = (172, 66, 106, 106)
 
 # t1.jpg's six faces (x, y, w, h) from left to right, checked by eye, and whether each person's
 # eyes look open in the photo (two women look down at their cards, one man laughs with his
@@ -83,3 +86,13 @@ def astronaut() -> np.ndarray:
     from skimage import data
 
     return data.astronaut()
+
+
+def iou(a: Any, b: Any) -> float:
+    """Intersection over union of two boxes, each (x, y, w, h) or a {x, y, w, h} region."""
+    ax, ay, aw, ah = (a["x"], a["y"], a["w"], a["h"]) if isinstance(a, dict) else a
+    bx, by, bw, bh = (b["x"], b["y"], b["w"], b["h"]) if isinstance(b, dict) else b
+    w = min(ax + aw, bx + bw) - max(ax, bx)
+    h = min(ay + ah, by + bh) - max(ay, by)
+    inter = max(0, w) * max(0, h)
+    return inter / (aw * ah + bw * bh - inter)

@@ -23,24 +23,16 @@ import cv2
 import numpy as np
 
 from benchmarks import face_photos
+from benchmarks.face_photos import iou
 from benchmarks.machine import describe, matmul_gflops
 from festora import preprocess
 from festora.config import get_settings
 
 REPEATS = 5
 MEGAPIXELS = 12
-ASTRONAUT_FACE = (172, 66, 106, 106)
+ASTRONAUT_FACE = face_photos.ASTRONAUT_FACE
 PASTE_FRACTIONS = (0.02, 0.025, 0.03, 0.05)
 PASTE_TRIALS = 20
-
-
-def iou(a: Any, b: Any) -> float:
-    ax, ay, aw, ah = (a["x"], a["y"], a["w"], a["h"]) if isinstance(a, dict) else a
-    bx, by, bw, bh = (b["x"], b["y"], b["w"], b["h"]) if isinstance(b, dict) else b
-    w = min(ax + aw, bx + bw) - max(ax, bx)
-    h = min(ay + ah, by + bh) - max(ay, by)
-    inter = max(0, w) * max(0, h)
-    return inter / (aw * ah + bw * bh - inter)
 
 
 def runner(detector: str) -> Any:

@@ -20,21 +20,12 @@ import numpy as np
 import pytest
 
 from benchmarks import face_photos
+from benchmarks.face_photos import iou
 from festora import preprocess
 from festora.config import get_settings
 
 ASTRONAUT = face_photos.astronaut()
-# astronaut() is 512 x 512 with Eileen Collins' face at about x 172-278, y 66-172
-ASTRONAUT_FACE = (172, 66, 106, 106)
-
-
-def iou(a: tuple[float, ...] | dict[str, int], b: tuple[float, ...] | dict[str, int]) -> float:
-    ax, ay, aw, ah = (a["x"], a["y"], a["w"], a["h"]) if isinstance(a, dict) else a
-    bx, by, bw, bh = (b["x"], b["y"], b["w"], b["h"]) if isinstance(b, dict) else b
-    w = min(ax + aw, bx + bw) - max(ax, bx)
-    h = min(ay + ah, by + bh) - max(ay, by)
-    inter = max(0, w) * max(0, h)
-    return inter / (aw * ah + bw * bh - inter)
+ASTRONAUT_FACE = face_photos.ASTRONAUT_FACE
 
 
 @pytest.fixture(scope="module")
