@@ -67,5 +67,5 @@ def test_prepare_keeps_only_the_model_inputs(embedding_only: bool) -> None:
     assert max(arrays["brisque"].shape) == preprocess.BRISQUE_LONG_SIDE
     assert max(arrays["faces"].shape) == preprocess.FACE_LONG_SIDE
     assert prepared.inputs["blur"].analysis_size_px == 1024
-    # the 1000 x 750 (or larger) decode itself is gone: at most what the models need is kept
-    assert sum(a.nbytes for a in arrays.values()) < 768 * 576 * 3 + 640 * 480 * 3 + 2 * 299**2 * 3
+    # the 2000 x 1500 decode itself is gone: at most what the models need is kept
+    assert sum(a.nbytes for a in arrays.values()) < 768 * 576 * 3 + 1280 * 960 * 3 + 2 * 299**2 * 3
