@@ -359,7 +359,7 @@ def test_face_models_come_from_the_mediapipe_wheel_real_in_every_mode(
     """The wheel is fetched by pip (its sha256 checked) and its three files extracted, also
     when everything else is random-init; --weights-dir takes the extracted files instead, and
     a file that is not MediaPipe's is refused."""
-    from scripts.import_models import FACE_FILE_SHA256, MEDIAPIPE_WHEEL
+    from scripts.import_models import FACE_FILE_SHA256, MEDIAPIPE_WHEEL, ImportFailed
 
     lines: list[str] = []
     (result,) = import_models([FACES.key], options(store, lines, weights="random-init"))
@@ -379,5 +379,5 @@ def test_face_models_come_from_the_mediapipe_wheel_real_in_every_mode(
     assert store.get(again.tag).info.metadata["origin"] == str(extracted)
 
     (extracted / FACE_MODEL_FILES[1]).write_bytes(b"not a model")
-    with pytest.raises(ValueError, match="sha256"):
+    with pytest.raises(ImportFailed, match="sha256"):
         import_models([FACES.key], options(store, [], weights_dir=extracted, force=True))
