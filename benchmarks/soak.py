@@ -44,6 +44,7 @@ from benchmarks.server import PssSampler, Served, process_tree, short_name
 
 RUNNERS = {  # BentoML service name -> /health model name
     "CLIPEncoder": "clip",
+    "CLIPTextEncoder": "clip_text",
     "NimaTechnical": "nima_technical",
     "NimaAesthetic": "nima_aesthetic",
     "Brisque": "brisque",
