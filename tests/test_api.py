@@ -525,6 +525,46 @@ def test_tags_over_more_labels_than_one_runner_batch(http: httpx.Client) -> None
     assert sorted(t["label"] for t in body["results"][0]["tags"]) == sorted(labels)
 
 
+def test_cli_search_over_a_culled_folders_results(http: httpx.Client, tmp_path: Path) -> None:
+    """`festora search RESULTS_DIR QUERY` reads the embeddings results.jsonl stored (written
+    here as `festora cull` writes it) and lists the best matches through /v1/search."""
+    import subprocess
+    import sys
+
+    from festora.cli.photos import Photo, ResultsLog, new_record
+
+    flags = {"run_blur": False, "run_quality": False, "run_emotion": False}
+    analysed = http.post("/v1/analyze", json={"image": {"data": b64(PORTRAIT)}, **flags}).json()
+    log = ResultsLog(tmp_path / "results.jsonl")
+    log.append(
+        new_record(
+            Photo(tmp_path / "portrait.jpg", "portrait.jpg"), "a" * 64, 1, analysed["result"]
+        )
+    )
+    for i, vector in enumerate(embed(http, CAPTIONS)):  # "photos" embedded as their caption
+        result = {
+            "embedding": {"model": "clip", "dimensions": 512, "vector": vector},
+            "error": None,
+        }
+        log.append(
+            new_record(Photo(tmp_path / f"day2/{i}.jpg", f"day2/{i}.jpg"), f"{i}" * 64, 1, result)
+        )
+    failed = {"error": "not an image", "error_code": "image_decode_error"}
+    log.append(new_record(Photo(tmp_path / "bad.jpg", "bad.jpg"), "f" * 64, 1, failed))
+    log.close()
+
+    command = [sys.executable, "-m", "festora.cli", "search", str(tmp_path), CAPTIONS[1]]
+    here = {"capture_output": True, "text": True, "timeout": 120, "cwd": Path(__file__).parents[1]}
+    run = subprocess.run([*command, "--url", str(http.base_url), "--top-k", "3", "--json"], **here)
+    assert run.returncode == 0, run.stderr
+    hits = [json.loads(line) for line in run.stdout.splitlines()]
+    assert len(hits) == 3 and hits[0]["path"] == "day2/1.jpg", hits
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert "bad.jpg" not in {h["path"] for h in hits}
+    table = subprocess.run([*command, "--url", str(http.base_url)], **here)
+    assert table.returncode == 0 and "day2/1.jpg" in table.stdout and "portrait.jpg" in table.stdout
+
+
 TEXT_422 = [
     ("/v1/embed/text", {"texts": [""]}),
     ("/v1/embed/text", {"texts": ["a dog", "   "]}),

@@ -1,9 +1,11 @@
-"""The `festora` command line: cull a whole event folder, or analyse a few files.
+"""The `festora` command line: cull a whole event folder, analyse a few files, or search a
+culled folder's photos by text.
 
 Exit codes (also in `festora --help` and the README):
   0  everything done
   1  finished, but some photos could not be analysed (they are listed; cull.csv marks them)
-  2  bad command line, no photos in the folder, or exiftool missing for --xmp
+  2  bad command line, no photos in the folder, exiftool missing for --xmp, or no stored
+     embeddings to search
   3  the service is unreachable, refused the key, or failed (what is done is kept)
   130  interrupted with Ctrl-C (what is done is kept; run the same command again to resume)
 """
@@ -41,8 +43,9 @@ class ExitCode(IntEnum):
 
 EXIT_CODES = (
     "Exit codes: 0 everything done; 1 finished, but some photos could not be analysed; "
-    "2 bad command line, no photos, or exiftool missing for --xmp; 3 the service is "
-    "unreachable, refused the key or failed; 130 interrupted (Ctrl-C), re-run to resume."
+    "2 bad command line, no photos, exiftool missing for --xmp, or nothing to search; 3 the "
+    "service is unreachable, refused the key or failed; 130 interrupted (Ctrl-C), re-run to "
+    "resume."
 )
 
 app = typer.Typer(
@@ -303,6 +306,55 @@ def _analysis_table(records: list[dict[str, Any]]) -> Table:
             str(emotion["faces_detected"]) if emotion else "0",
         )
     return table
+
+
+@app.command(epilog=EXIT_CODES)
+def search(
+    results_dir: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            file_okay=False,
+            resolve_path=True,
+            help="A `festora cull` output folder (holding results.jsonl).",
+        ),
+    ],
+    query: Annotated[str, typer.Argument(help='What to look for, e.g. "bride cutting the cake".')],
+    url: Url,
+    api_key: ApiKey = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Photos to list.")] = 10,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='One {"path", "score"} JSON object a line instead.')
+    ] = False,
+) -> None:
+    """List the photos of a culled folder that best match QUERY (CLIP text-to-photo search
+    over the embeddings stored in results.jsonl; no photo is sent again)."""
+    log = ResultsLog(results_dir / "results.jsonl")
+    embedded = {
+        path: record.result["embedding"]["vector"]
+        for path, record in sorted(log.by_path.items())
+        if not record.failed and (record.result.get("embedding") or {}).get("vector")
+    }
+    if not embedded:
+        errors.print(
+            f"[red]No photo embeddings in {log.path}[/red] (run `festora cull` on the photo "
+            "folder first; its output folder is what search reads)"
+        )
+        raise typer.Exit(ExitCode.USAGE)
+    with FestoraClient(url, api_key=api_key) as client:
+        try:
+            hits = client.search(query, list(embedded.values()), list(embedded), top_k)
+        except ServiceError as exc:
+            errors.print(f"[red]Search failed:[/red] {exc}")
+            raise typer.Exit(ExitCode.SERVICE) from exc
+    if as_json:
+        for hit in hits:
+            sys.stdout.write(json.dumps({"path": hit["image_id"], "score": hit["score"]}) + "\n")
+        return
+    table = Table("#", "Score", "Photo", title=f"Best matches for {query!r} of {len(embedded)}")
+    for rank, hit in enumerate(hits, start=1):
+        table.add_row(str(rank), f"{hit['score']:.3f}", hit["image_id"])
+    console.print(table)
 
 
 def main() -> None:

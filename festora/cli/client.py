@@ -1,4 +1,5 @@
-"""The CLI's view of a running Festora service: analyse one photo, cull a set of analyses.
+"""The CLI's view of a running Festora service: analyse one photo, cull a set of analyses,
+search a set of embeddings by text.
 
 Plain httpx on the documented v1 routes (the wire contract in API.md), so the CLI needs nothing
 from the server's code. One `httpx.Client` is shared by every worker thread (it is thread-safe
@@ -86,6 +87,13 @@ class FestoraClient:
     def cull(self, analyses: list[dict[str, Any]]) -> dict[str, Any]:
         """The /v1/cull response for analyses that each carry a unique `image_id`."""
         return self._post("/v1/cull", {"analyses": analyses})
+
+    def search(
+        self, query: str, embeddings: list[list[float]], image_ids: list[str], top_k: int
+    ) -> list[dict[str, Any]]:
+        """/v1/search: the `top_k` of these embeddings closest to the query, best first."""
+        body = {"query": query, "embeddings": embeddings, "image_ids": image_ids, "top_k": top_k}
+        return self._post("/v1/search", body)["results"]
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         for attempt in range(1, _MAX_ATTEMPTS + 1):
