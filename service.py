@@ -119,7 +119,9 @@ class FestoraVision:
             else None
         )
         self.analyzer = ImageAnalyzer(self, settings, self.runner_health, cache=cache)
-        self.jobs = open_jobs(settings, self.analyzer, self.runner_health, job_throttle)
+        self.jobs = open_jobs(
+            settings, self.analyzer, self.runner_health, job_throttle, shared_state
+        )
         self.text = TextEmbedder(lambda: self.clip_text, self.runner_health)
 
     def _runners(self) -> dict[str, Any]:

@@ -212,6 +212,25 @@ def test_a_re_sent_photo_skips_the_models_on_either_replica(topology: Topology) 
     assert len(redis.keys("festora:result:*")) == keys_before + 2
 
 
+def test_a_job_submitted_through_one_replica_is_seen_and_cancelled_through_the_other(
+    topology: Topology,
+) -> None:
+    # The job runners wait for every runner to be reachable (NIMA and BRISQUE are not deployed
+    # here), so the job stays queued: what is shown is that both replicas see one job store.
+    first_replica, second_replica = topology.replicas
+    images = [{"data": b64(PORTRAIT), "image_id": "portrait"}]
+    created = first_replica.post("/v1/jobs", json={"images": images, **REMOTE_FLAGS})
+    assert created.status_code == 202, created.text
+    job_id = created.json()["job_id"]
+    seen = second_replica.get(f"/v1/jobs/{job_id}")
+    assert seen.status_code == 200, seen.text
+    assert seen.json()["status"] == "queued" and seen.json()["progress"]["total"] == 1
+    assert second_replica.get(f"/v1/jobs/{job_id}/results").json()["results"] == [None]
+    assert second_replica.delete(f"/v1/jobs/{job_id}").status_code == 200
+    assert first_replica.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
+    assert topology.redis.client().exists(f"festora:job:{job_id}")
+
+
 def wait_for(condition: Callable[[], bool], timeout: float = RECOVERY_SECONDS) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -15,6 +15,7 @@ from festora.cull.request import image_names
 from festora.cull.shoot import CullError, check_ids
 from festora.errors import ApiError, ValidationFailed
 from festora.health import RunnerHealth
+from festora.jobs.redis_store import RedisJobStore
 from festora.jobs.runner import JobRunner
 from festora.jobs.schemas import (
     JobCreated,
@@ -28,6 +29,9 @@ from festora.jobs.store import ACTIVE, JobStore, StoredJob
 from festora.jobs.throttle import JobThrottle
 from festora.schemas import ImageInput
 
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
 
 class JobNotFound(ApiError):
     status_code = 404
@@ -35,10 +39,17 @@ class JobNotFound(ApiError):
 
 
 def open_jobs(
-    settings: Settings, analyzer: ImageAnalyzer, health: RunnerHealth, throttle: JobThrottle
+    settings: Settings,
+    analyzer: ImageAnalyzer,
+    health: RunnerHealth,
+    throttle: JobThrottle,
+    shared: Redis | None = None,
 ) -> JobsApi:
-    """The jobs of this process: the embedded store in JOBS_DIR and a runner working it."""
-    store = SqliteJobStore(settings.jobs_dir)
+    """The jobs of this process and a runner working them: in Redis when the replicas share
+    one (`shared`, from REDIS_URL), else in the embedded store in JOBS_DIR."""
+    store: JobStore = (
+        RedisJobStore(shared) if shared is not None else SqliteJobStore(settings.jobs_dir)
+    )
     runner = JobRunner(
         store,
         analyzer,
