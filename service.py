@@ -8,6 +8,7 @@ model in its own runner service (`runners/`), which batches across concurrent re
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -19,7 +20,7 @@ import bentoml
 from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse
+from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from festora import request_parsing
@@ -47,6 +48,7 @@ from festora.middleware.body_limit import BodyLimitMiddleware
 from festora.middleware.envelope import ErrorEnvelopeMiddleware
 from festora.middleware.overload import ConcurrencyLimitMiddleware
 from festora.middleware.ratelimit import RateLimitMiddleware
+from festora.openapi import openapi_document, responds_with, swagger_page
 from festora.result_cache import ResultCache
 from festora.schemas import (
     AnalysisFlags,
@@ -58,6 +60,7 @@ from festora.schemas import (
     ClusterResponse,
     EmbedTextRequest,
     EmbedTextResponse,
+    HealthResponse,
     ImageAnalysisResult,
     ImageInput,
     SearchRequest,
@@ -317,22 +320,35 @@ class FestoraVision:
             return exc.to_response()  # type: ignore[return-value]
 
 
+@responds_with(HealthResponse)
 async def _health(request: Request) -> JSONResponse:
+    """Service status and each model's: loaded, load time, weights, engine, errors."""
     service: FestoraVision = bentoml.get_current_service()
     health = await service.runner_health.report()
     return JSONResponse(health.model_dump(mode="json"))
 
 
-async def _docs(request: Request) -> RedirectResponse:
-    """BentoML serves its Swagger UI at `/`; `/docs` is where FastAPI users look for it."""
-    return RedirectResponse("/")
+@functools.cache
+def _openapi() -> dict[str, Any]:
+    return openapi_document(FestoraVision, health_app.routes, settings)
+
+
+async def _openapi_json(request: Request) -> JSONResponse:
+    return JSONResponse(_openapi())
+
+
+async def _docs(request: Request) -> HTMLResponse:
+    """Swagger UI where FastAPI users look for it; BentoML's own stays at `/`."""
+    return HTMLResponse(swagger_page(f"Festora Vision {settings.app_version}", "/docs.json"))
 
 
 health_app.router.routes.extend(
     [
         Route("/health", _health, methods=["GET"]),
         Route("/v1/health", _health, methods=["GET"]),
-        Route("/docs", _docs, methods=["GET"]),
+        Route("/docs", _docs, methods=["GET"], include_in_schema=False),
+        Route("/docs.json", _openapi_json, methods=["GET"], include_in_schema=False),
+        Route("/openapi.json", _openapi_json, methods=["GET"], include_in_schema=False),
     ]
 )
 

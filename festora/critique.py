@@ -23,12 +23,20 @@ from typing import Any, Generic, Protocol, TypeVar
 import httpx
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from festora.config import Settings
 from festora.critique_prompt import PromptText, prompt_text
 from festora.errors import ApiError, ValidationFailed
-from festora.schemas import ImageInput
+from festora.schemas import ImageInput, exactly_one_of
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +84,8 @@ class LlmInvalidResponse(ApiError):
 
 class LlmAnalyzeRequest(BaseModel):
     """Exactly one of `image_url` (the original field) or `image` (url or base64)."""
+
+    model_config = ConfigDict(json_schema_extra=exactly_one_of("image_url", "image"))
 
     image_url: str | None = Field(None, max_length=4096)
     image: ImageInput | None = None

@@ -4,12 +4,14 @@ Left as it is, BentoML answers 500 (and logs an ERROR with a traceback) for a mu
 without a boundary, a binary part under a name it expects to be text, or a text part where it
 expects a file (which it would then download itself, past our URL policy); it answers 400 with
 the field errors' input and context dropped for a body that fails validation. `install()` puts
-three small wrappers in place, once per process:
+four small wrappers in place, once per process:
 
 - the input model's `from_http_request`: a `ValidationError` or a framing error (starlette's
   `HTTPException`) becomes `ValidationFailed`, 422 `validation_error` with FastAPI-style detail;
-- the multipart parser: file fields take only file parts, text fields only UTF-8 text, parts
-  under other names are ignored (as pydantic ignores unknown JSON keys);
+- the body parsers: JSON validated in strict mode (what the OpenAPI document says is what is
+  accepted: no `0` for `false`, no `"5"` for 5); multipart file fields take only file parts,
+  text fields only UTF-8 text, parts under other names are ignored (as pydantic ignores
+  unknown JSON keys);
 - the API endpoint: an `ApiError` or a 4xx `BentoMLException` is answered in the envelope and
   logged at INFO without a traceback; anything else, a `ValidationError` raised past the input
   included, stays BentoML's 500 with its ERROR line and traceback.
@@ -37,7 +39,7 @@ _PATCHED = "_festora_request_parsing"
 
 
 def install() -> None:
-    from _bentoml_impl.serde import MultipartSerde
+    from _bentoml_impl.serde import JSONSerde, MultipartSerde
     from _bentoml_impl.server.app import ServiceAppFactory
     from _bentoml_sdk.io_models import IOMixin
 
@@ -46,6 +48,7 @@ def install() -> None:
     parse = IOMixin.from_http_request.__func__  # type: ignore[attr-defined]
     IOMixin.from_http_request = classmethod(_rejecting_bad_input(parse))  # type: ignore[method-assign]
     MultipartSerde.parse_request = _parse_multipart  # type: ignore[method-assign]
+    JSONSerde.deserialize_model = _strict_json  # type: ignore[method-assign]
     ServiceAppFactory.api_endpoint = _answering_client_errors(ServiceAppFactory.api_endpoint)  # type: ignore[method-assign]
 
 
@@ -85,11 +88,31 @@ async def _parse_multipart(self: Any, request: Request, cls: Any) -> Any:
                 value = (await value.read()).decode("utf-8")
             except UnicodeDecodeError:
                 raise _part_error(name, "text, not binary data", "string_unicode") from None
-        try:
-            data[name] = json.loads(value)
-        except ValueError:
-            data[name] = value
-    return cls.model_validate(data)
+        data[name] = _form_value(value, _accepts_text(cls, name))
+    return cls.model_validate(data, strict=True)
+
+
+def _form_value(raw: str, text_field: bool) -> Any:
+    """A form field's value: JSON when it parses (`true`, `0.5`, `null`, `[...]`), except that
+    a text field keeps the text it was sent (`image_id=123` is the string "123")."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    return raw if text_field and value is not None and not isinstance(value, str) else value
+
+
+def _accepts_text(cls: Any, name: str) -> bool:
+    from typing import get_args
+
+    annotation = cls.model_fields[name].annotation
+    return annotation is str or str in get_args(annotation)
+
+
+def _strict_json(self: Any, payload: Any, cls: Any) -> Any:
+    """JSON bodies validated in strict mode, as the OpenAPI document describes them: `0` or
+    `"true"` is not a boolean, `"5"` not a number."""
+    return cls.model_validate_json(b"".join(payload.data) or b"{}", strict=True)
 
 
 def _is_list_field(cls: Any, name: str) -> bool:

@@ -6,17 +6,37 @@ never renamed, retyped or removed.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 API_VERSION = "1.0"
 
 Label = Literal["low", "medium", "high"]
 
 
+def exactly_one_of(*fields: str) -> dict[str, Any]:
+    """JSON Schema for "exactly one of these fields is set" (a null counts as unset), which
+    client generators and Schemathesis understand; the model validator enforces it."""
+    return {
+        "oneOf": [
+            {"required": [field], "properties": {field: {"not": {"type": "null"}}}}
+            for field in fields
+        ]
+    }
+
+
 class ImageInput(BaseModel):
     """Exactly one of `url` (http/https) or `data` (standard base64 of the file bytes)."""
+
+    model_config = ConfigDict(json_schema_extra=exactly_one_of("url", "data"))
 
     url: str | None = Field(None, max_length=4096)
     data: str | None = None

@@ -141,6 +141,31 @@ def test_text_where_a_file_is_expected_is_422_and_never_fetched(http: httpx.Clie
         assert files.requests_to("/x.jpg") == []
 
 
+def test_form_text_fields_keep_their_text_and_flags_must_be_booleans(http: httpx.Client) -> None:
+    photo = {"image": ("x.jpg", PHOTO, "image/jpeg")}
+    response = http.post("/v1/analyze/upload", files=photo, data={"image_id": "123", **BLUR_ONLY})
+    assert response.status_code == 200, response.text
+    assert response.json()["result"]["image_id"] == "123"
+    (error,) = assert_validation_error(
+        http.post("/v1/analyze/upload", files=photo, data={**BLUR_ONLY, "run_quality": "0"})
+    )["detail"]
+    assert error["loc"] == ["body", "run_quality"] and error["type"] == "bool_type"
+
+
+def test_json_is_validated_as_the_document_types_it(http: httpx.Client) -> None:
+    """Strict types: the OpenAPI document says boolean and number, and means it."""
+    ids = ["a", "b"]
+    for field, value in (("eps", "0.5"), ("min_samples", 2.5), ("min_samples", "2")):
+        payload = {"embeddings": [[1, 0], [0, 1]], "image_ids": ids, field: value}
+        (error,) = assert_validation_error(http.post("/v1/cluster", json=payload))["detail"]
+        assert error["loc"] == ["body", field], error
+    flag = {"image": {"data": PHOTO_B64}, "run_blur": 0}
+    (error,) = assert_validation_error(http.post("/v1/analyze", json=flag))["detail"]
+    assert error["loc"] == ["body", "run_blur"] and error["type"] == "bool_type"
+    accepted = {"embeddings": [[1, 0], [0, 1]], "image_ids": ids, "eps": 1, "min_samples": 2}
+    assert http.post("/v1/cluster", json=accepted).status_code == 200
+
+
 def test_form_encoded_and_unknown_media_types_are_4xx(http: httpx.Client) -> None:
     for content_type in ("application/x-www-form-urlencoded", "text/plain", "image/jpeg"):
         for path in ("/v1/analyze", "/v1/analyze/upload"):
