@@ -180,8 +180,8 @@ def test_validation_errors_carry_type_loc_msg_input_and_ctx(http: httpx.Client) 
     payload = {"image": {"url": "https://example.com/x.jpg", "data": PHOTO_B64}, "run_blur": "hm"}
     body = assert_validation_error(http.post("/v1/analyze", json=payload))
     errors = {e["type"]: e for e in body["detail"]}
-    assert set(errors) == {"bool_parsing", "value_error"}
-    flag = errors["bool_parsing"]
+    assert set(errors) == {"bool_type", "value_error"}
+    flag = errors["bool_type"]
     assert flag["loc"] == ["body", "run_blur"] and flag["input"] == "hm" and flag["msg"]
     source = errors["value_error"]
     assert source["loc"] == ["body", "image"]
