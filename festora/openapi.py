@@ -110,8 +110,8 @@ def openapi_document(service: Any, routes: Iterable[BaseRoute], settings: Settin
     schemas.ref(ErrorEnvelope, "validation")
     paths: dict[str, dict[str, Any]] = {}
     for api in service.apis.values():
-        if api.is_task:
-            continue  # BentoML's task routes are driven by its generated client
+        # A task's route also answers a plain POST; its /submit, /status, /get, /retry and
+        # /cancel companions are BentoML's protocol for its generated client, not documented here.
         paths[api.route] = {"post": _api_operation(service, api, schemas, settings)}
     for route in routes:
         if not isinstance(route, Route) or not route.include_in_schema:

@@ -169,7 +169,12 @@ def test_schemathesis_finds_no_failures(server: Server, tmp_path: Path) -> None:
         str(tmp_path),
     ]
     run = subprocess.run(
-        command, capture_output=True, text=True, timeout=900, env={**os.environ, "NO_COLOR": "1"}
+        command,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+        env={**os.environ, "NO_COLOR": "1"},
     )
     assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-2000:]
     assert "0 failures" in run.stdout or "passed" in run.stdout
