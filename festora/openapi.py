@@ -64,13 +64,14 @@ ROUTE_ERRORS: dict[str, dict[int, list[str]]] = {
     },
     "/v1/cluster": {422: ["clustering_error"]},
     "/v1/cull": {422: ["cull_error"]},
-    "/v1/jobs": {404: ["job_not_found"]},
+    "/v1/jobs": {404: ["job_not_found"], 409: ["not_a_cull_job", "job_not_done"]},
 }
 # A success status other than 200.
 SUCCESS_STATUS: dict[str, int] = {"/v1/jobs": 202}
 STATUS_TEXT = {
     401: "Missing or wrong API key",
     404: "Not found",
+    409: "Not possible in the job's present state",
     413: "Too large",
     415: "Unsupported media type",
     422: "The request cannot be processed",
