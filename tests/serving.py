@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_SECONDS = 240
@@ -52,9 +54,15 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
     def kill(self) -> None:
-        """SIGKILL the whole `bentoml serve` process group, as a crash would."""
+        """SIGKILL the whole `bentoml serve` tree, as a crash of the machine would: its
+        workers run in process groups of their own, so the group alone is not enough."""
+        tree = psutil.Process(self.process.pid).children(recursive=True)
         os.killpg(self.process.pid, signal.SIGKILL)
+        for child in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
         self.process.wait()
+        psutil.wait_procs(tree, timeout=30)
 
 
 @contextmanager
