@@ -241,16 +241,19 @@ def wait_for(condition: Callable[[], bool], timeout: float = RECOVERY_SECONDS) -
 
 
 def test_a_dead_runner_shows_on_both_replicas_and_they_recover(topology: Topology) -> None:
+    # photos no earlier test sent: a cached answer would rightly need no runner at all
+    unseen = [jpeg_bytes(skdata.chelsea()[i + 1 :]) for i in range(2 * len(topology.replicas))]
     topology.clip.stop()
     try:
-        for client in topology.replicas:
-            response = analyze(client, PORTRAIT)
+        for i, client in enumerate(topology.replicas):
+            response = analyze(client, unseen[2 * i])
             assert response.status_code == 503, response.text
             body = response.json()
             assert body["error"] == "model_unavailable" and "clip" in body["message"]
             assert response.headers["Retry-After"]
             batch = client.post(
-                "/v1/analyze/batch", json={"images": [{"data": b64(COFFEE)}], **REMOTE_FLAGS}
+                "/v1/analyze/batch",
+                json={"images": [{"data": b64(unseen[2 * i + 1])}], **REMOTE_FLAGS},
             ).json()
             assert batch["failed"] == 1
             assert batch["results"][0]["error_code"] == "model_unavailable"
