@@ -48,6 +48,7 @@ class RunnerServer:
     log_path: Path
     port: int = field(default_factory=free_port)
     _stack: ExitStack | None = None
+    _server: Server | None = None
 
     @property
     def url(self) -> str:
@@ -64,11 +65,14 @@ class RunnerServer:
                 port=self.port,
             )
         )
-        self._stack = stack
+        self._stack, self._server = stack, server
         return server
 
     def stop(self) -> None:
+        """Kill it, as a crashed node: a SIGTERM would let it drain while clients hold
+        connections to it (runners.serving.drain), so it would go on answering."""
         if self._stack is not None:
+            self._server.kill()
             self._stack.close()
             self._stack = None
 
