@@ -8,7 +8,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from festora.errors import error_response
-from festora.middleware import is_protected
+from festora.middleware import is_guarded
 
 
 class ApiKeyMiddleware:
@@ -17,12 +17,7 @@ class ApiKeyMiddleware:
         self._key = api_key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] == "OPTIONS"
-            or not is_protected(scope["path"])
-            or self._accepts(Headers(scope=scope))
-        ):
+        if not is_guarded(scope) or self._accepts(Headers(scope=scope)):
             await self.app(scope, receive, send)
             return
         response = error_response(

@@ -13,7 +13,7 @@ import logging
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from festora.errors import error_response
-from festora.middleware import is_protected
+from festora.middleware import is_guarded
 
 logger = logging.getLogger("festora.overload")
 
@@ -26,11 +26,7 @@ class ConcurrencyLimitMiddleware:
         self.active = 0  # one event loop per worker: a plain counter is exact
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] == "OPTIONS"
-            or not is_protected(scope["path"])
-        ):
+        if not is_guarded(scope):
             await self.app(scope, receive, send)
             return
         if self.active >= self.limit:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from festora.errors import error_response
-from festora.middleware import is_protected
+from festora.middleware import is_guarded
 from festora.shared_state import KEY_PREFIX
 
 if TYPE_CHECKING:
@@ -147,11 +147,7 @@ class RateLimitMiddleware:
         return wait
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] == "OPTIONS"
-            or not is_protected(scope["path"])
-        ):
+        if not is_guarded(scope):
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
