@@ -20,7 +20,7 @@ def as_matrix(embeddings: list[list[float]], image_ids: list[str]) -> np.ndarray
     """The embeddings as an (n, d) float32 matrix of unit vectors, or a ClusteringError."""
     if len(embeddings) < 2:
         raise ClusteringError("at least 2 embeddings are needed to cluster")
-    check_ids(embeddings, image_ids, ClusteringError)
+    check_ids(len(embeddings), image_ids, ClusteringError)
     return unit_rows(embeddings, ClusteringError)
 
 

@@ -20,9 +20,7 @@ async def search_images(req: SearchRequest, text: TextEmbedder, model_name: str)
     model = await text.model()
     # checking 10,000 x 512 floats takes ~0.1 s: off the event loop, while the query embeds
     images, query = await asyncio.gather(
-        anyio.to_thread.run_sync(
-            lambda: image_matrix(req.embeddings, req.image_ids, model.dimensions)
-        ),
+        anyio.to_thread.run_sync(lambda: image_matrix(req, model.dimensions)),
         text.embed([req.query]),
     )
     return SearchResponse(

@@ -24,9 +24,7 @@ async def tag_images(req: TagsRequest, text: TextEmbedder, model_name: str) -> T
     started = time.perf_counter()
     model = await text.model()
     images, labels = await asyncio.gather(
-        anyio.to_thread.run_sync(
-            lambda: image_matrix(req.embeddings, req.image_ids, model.dimensions)
-        ),
+        anyio.to_thread.run_sync(lambda: image_matrix(req, model.dimensions)),
         text.embed(prompts(req.labels, req.prompt_template)),
     )
     probs = probabilities(images, labels.vectors, model.logit_scale)

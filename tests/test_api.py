@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
+from festora.embeddings import encode_base64
 from tests import imagecorpus
 from tests.httpserver import LocalHttpServer, send_bytes
 from tests.openai_server import OpenAICompatServer, Reply
@@ -518,6 +519,29 @@ def test_tags_rank_each_images_own_label_first(
     assert http.post("/v1/tags", json=plain).json()["prompt_template"] == "a photo of {label}"
 
 
+def test_search_and_tags_answer_the_same_for_packed_embeddings(http: httpx.Client) -> None:
+    """`embeddings_base64` (little-endian float32) is the JSON form's matrix, a fifth the size."""
+    embeddings = [image_embedding(http, PORTRAIT), *embed(http, CAPTIONS)]
+    ids = ["portrait.jpg", "cake.jpg", "dog.jpg", "car.jpg"]
+    packed = {"embeddings_base64": encode_base64(embeddings), "image_ids": ids}
+    plain = {"embeddings": embeddings, "image_ids": ids}
+    for path, extra in (
+        ("/v1/search", {"query": CAPTIONS[1], "top_k": 4}),
+        ("/v1/tags", {"labels": ["cake", "dog", "car"], "top_k": 3}),
+    ):
+        answers = [http.post(path, json={**body, **extra}) for body in (plain, packed)]
+        assert [a.status_code for a in answers] == [200, 200], answers[1].text
+        json_form, base64_form = (a.json()["results"] for a in answers)
+        assert base64_form == json_form
+    assert json_form[2]["image_id"] == "dog.jpg"
+    assert (
+        http.post("/v1/search", json={**packed, "query": CAPTIONS[1]}).json()["results"][0][
+            "image_id"
+        ]
+        == "dog.jpg"
+    )
+
+
 def test_tags_over_more_labels_than_one_runner_batch(http: httpx.Client) -> None:
     labels = [f"label {i}" for i in range(150)]
     payload = {"embeddings": [[1.0] * 512], "image_ids": ["x"], "labels": labels, "top_k": 150}
@@ -595,6 +619,40 @@ TEXT_422 = [
             "prompt_template": "a photo of a thing",
         },
     ),
+    ("/v1/search", {"query": "dog", "image_ids": ["a"]}),  # neither form
+    (
+        "/v1/search",
+        {
+            "query": "dog",
+            "embeddings": [[1.0] * 512],
+            "embeddings_base64": encode_base64([[1.0] * 512]),
+            "image_ids": ["a"],
+        },
+    ),
+    ("/v1/search", {"query": "dog", "embeddings_base64": "not base64!", "image_ids": ["a"]}),
+    ("/v1/search", {"query": "dog", "embeddings_base64": "AAA=", "image_ids": ["a"]}),
+    ("/v1/search", {"query": "dog", "embeddings_base64": "", "image_ids": []}),
+    ("/v1/search", {"query": "dog", "embeddings_base64": 12, "image_ids": ["a"]}),
+    (
+        "/v1/search",
+        {"query": "dog", "embeddings_base64": encode_base64([[1.0] * 512] * 2), "image_ids": ["a"]},
+    ),
+    (
+        "/v1/tags",
+        {
+            "embeddings_base64": encode_base64([[0.0] * 512]),
+            "image_ids": ["a"],
+            "labels": ["dog", "cat"],
+        },
+    ),
+    (
+        "/v1/tags",
+        {
+            "embeddings_base64": encode_base64([[1.0] * 511 + [float("nan")]]),
+            "image_ids": ["a"],
+            "labels": ["dog", "cat"],
+        },
+    ),
 ]
 
 
@@ -606,6 +664,9 @@ def test_bad_text_requests_are_422(http: httpx.Client, path: str, payload: dict)
 def test_dimension_mismatch_says_what_the_model_expects(http: httpx.Client) -> None:
     payload = {"query": "dog", "embeddings": [[1.0, 0.0, 0.0]], "image_ids": ["a"]}
     body = assert_error(http.post("/v1/search", json=payload), 422, "validation_error")
+    assert body["detail"] == {"expected_dimensions": 512, "received_dimensions": 3}
+    packed = {"query": "dog", "embeddings_base64": encode_base64([[1.0] * 3]), "image_ids": ["a"]}
+    body = assert_error(http.post("/v1/search", json=packed), 422, "validation_error")
     assert body["detail"] == {"expected_dimensions": 512, "received_dimensions": 3}
 
 

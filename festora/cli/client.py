@@ -1,10 +1,11 @@
 """The CLI's view of a running Festora service: analyse one photo, cull a set of analyses,
-search a set of embeddings by text.
+search a set of embeddings by text, tag them zero-shot.
 
 Plain httpx on the documented v1 routes (the wire contract in API.md), so the CLI needs nothing
-from the server's code. One `httpx.Client` is shared by every worker thread (it is thread-safe
-and pools connections). "Busy" answers (429 rate_limited, 503 overloaded / model_unavailable)
-are retried after the server's Retry-After, because a whole event is worth waiting for.
+from the server's code (only the domain's packing of embeddings, `embeddings_base64`). One
+`httpx.Client` is shared by every worker thread (it is thread-safe and pools connections).
+"Busy" answers (429 rate_limited, 503 overloaded / model_unavailable) are retried after the
+server's Retry-After, because a whole event is worth waiting for.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import httpx
 import pybase64
 
 from festora import __version__
+from festora.embeddings import encode_base64
 
 # Statuses that mean "try again later", with the server's Retry-After when it sends one.
 _BUSY = frozenset({429, 503})
@@ -92,8 +94,17 @@ class FestoraClient:
         self, query: str, embeddings: list[list[float]], image_ids: list[str], top_k: int
     ) -> list[dict[str, Any]]:
         """/v1/search: the `top_k` of these embeddings closest to the query, best first."""
-        body = {"query": query, "embeddings": embeddings, "image_ids": image_ids, "top_k": top_k}
+        body = {"query": query, **_packed(embeddings, image_ids), "top_k": top_k}
         return self._post("/v1/search", body)["results"]
+
+    def tags(
+        self, embeddings: list[list[float]], image_ids: list[str], labels: list[str], top_k: int
+    ) -> dict[str, list[dict[str, Any]]]:
+        """/v1/tags: each image's `top_k` labels (`{"label", "probability"}`, most probable
+        first), by image id."""
+        body = {**_packed(embeddings, image_ids), "labels": labels, "top_k": top_k}
+        results = self._post("/v1/tags", body)["results"]
+        return {result["image_id"]: result["tags"] for result in results}
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         for attempt in range(1, _MAX_ATTEMPTS + 1):
@@ -109,6 +120,12 @@ class FestoraClient:
                 continue
             return _json_or_raise(path, response)
         raise AssertionError("unreachable")  # the last attempt always returns or raises
+
+
+def _packed(embeddings: list[list[float]], image_ids: list[str]) -> dict[str, Any]:
+    """Many embeddings travel as `embeddings_base64`: a fifth of the JSON numbers' size, and
+    the service reads it without parsing a number."""
+    return {"embeddings_base64": encode_base64(embeddings), "image_ids": image_ids}
 
 
 def _retry_after(response: httpx.Response, attempt: int) -> float:
