@@ -19,6 +19,7 @@ import pytest
 from festora.cli.outputs import CulledPhoto, culled_groups, write_cull_csv
 from festora.cli.photos import MAX_IMAGE_ID, Photo, ResultsLog, find_photos, new_record, sha256_of
 from festora.cli.sheet import ensure_thumbnail, thumbnail_name, write_contact_sheet
+from festora.cli.tagging import DEFAULT_TAG_LABELS, parse_labels
 from festora.cli.xmp import CREATOR_TOOL, sidecar_path, write_sidecars
 from tests.browser import offline_page, screenshot
 from tests.photofolder import EventFolder, make_event_folder
@@ -112,12 +113,25 @@ def record_all(event: EventFolder, log: ResultsLog) -> dict[str, Any]:
     }
 
 
-def culled(event: EventFolder, out: Path) -> tuple[list[Any], dict[str, Any]]:
+def culled(
+    event: EventFolder, out: Path, tags: dict[str, list[dict[str, Any]]] | None = None
+) -> tuple[list[Any], dict[str, Any]]:
     log = ResultsLog(out / "results.jsonl")
     cull = record_all(event, log)
     log.close()
     records = {record.result["image_id"]: record for record in log.by_path.values()}
-    return culled_groups(cull, records), cull
+    return culled_groups(cull, records, tags), cull
+
+
+def tags_of(event: EventFolder) -> dict[str, list[dict[str, Any]]]:
+    """/v1/tags-shaped tags for every photo that was analysed: its own name's stem first."""
+    return {
+        path: [
+            {"label": Path(path).stem, "probability": 0.7},
+            {"label": "flowers", "probability": 0.2},
+        ]
+        for path in event.good
+    }
 
 
 # ---- the folder and the resume log --------------------------------------------------------
@@ -169,7 +183,7 @@ def test_results_log_resumes_and_survives_a_line_cut_short(tmp_path: Path) -> No
 
 def test_cull_csv_has_one_row_per_photo_in_group_order(event: EventFolder, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    groups, _ = culled(event, out)
+    groups, _ = culled(event, out, tags_of(event))
     with write_cull_csv(groups, out).open() as file:
         rows = list(csv.DictReader(file))
     assert [row["path"] for row in rows][:3] == ["IMG_0001.jpg", "IMG_0002.jpg", "IMG_0003.jpg"]
@@ -180,6 +194,16 @@ def test_cull_csv_has_one_row_per_photo_in_group_order(event: EventFolder, tmp_p
     assert by_path["flower-copy.jpeg"]["duplicate_of"] == "flower.jpeg"
     assert by_path["empty.jpg"]["error"] == "corrupt: 0 bytes"
     assert len(by_path["IMG_0001.jpg"]["sha256"]) == 64
+    assert by_path["IMG_0001.jpg"]["tags"] == "IMG_0001:0.700;flowers:0.200"
+    assert by_path["empty.jpg"]["tags"] == ""
+
+
+def test_tag_labels_from_the_command_line() -> None:
+    assert parse_labels(" cake, dog ,,cake, a red car ") == ["cake", "dog", "a red car"]
+    for bad in ("cake", " , ", ",".join(str(i) for i in range(201))):
+        with pytest.raises(ValueError, match="2 to 200 labels"):
+            parse_labels(bad)
+    assert len(set(DEFAULT_TAG_LABELS)) == len(DEFAULT_TAG_LABELS) >= 2
 
 
 # ---- XMP sidecars ----------------------------------------------------------------------------
@@ -290,7 +314,7 @@ def test_xmp_refreshes_its_own_sidecars_and_leaves_others_unless_forced(
 
 def test_contact_sheet_in_headless_chromium(event: EventFolder, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    groups, cull = culled(event, out)
+    groups, cull = culled(event, out, tags_of(event))
     page_path = write_contact_sheet(groups, out, title="wedding")
     html = page_path.read_text()
     assert "http://" not in html and "https://" not in html  # nothing to fetch: works offline
@@ -337,6 +361,13 @@ def test_contact_sheet_in_headless_chromium(event: EventFolder, tmp_path: Path) 
         assert "blur (Laplacian var.)" in scores.inner_text()
         assert "2.0" in scores.inner_text()
 
+        for path in event.photos:  # each analysed photo shows its tags, most probable first
+            shown = page.locator(f'figure[data-image-id="{path}"] .tag').all_inner_texts()
+            assert shown == ([Path(path).stem, "flowers"] if path in event.good else []), path
+        tag = sharp.locator(".tag").first
+        assert tag.is_visible() and tag.get_attribute("title") == "IMG_0001: 70% (CLIP zero-shot)"
+        assert page.locator("#tags-note").count() == 0
+
         summary = page.locator("#summary").inner_text()
         assert "11 photos" in summary and "8 groups" in summary
         assert "5 keep" in summary and "1 maybe" in summary and "5 reject" in summary
@@ -356,6 +387,16 @@ def test_contact_sheet_in_headless_chromium(event: EventFolder, tmp_path: Path) 
         page.get_by_label("maybe").check()
         assert visible.evaluate_all("fs => fs.map(f => f.dataset.imageId)") == ["IMG_0002.jpg"]
     assert blocked == []
+
+
+def test_a_sheet_without_tags_says_why(event: EventFolder, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    groups, _ = culled(event, out)
+    note = "No tags: the service could not tag the photos (/v1/tags answered 503)."
+    page_path = write_contact_sheet(groups, out, title="wedding", tags_note=note)
+    with offline_page(page_path, []) as page:
+        assert page.locator(".tag").count() == 0
+        assert page.locator("#tags-note").inner_text() == note
 
 
 def test_thumbnail_names_follow_content(event: EventFolder, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ folder of real photos with a truncated JPEG, a 0-byte file and a text file named
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
+from festora.cli.tagging import DEFAULT_TAG_LABELS
 from tests.browser import offline_page, screenshot
 from tests.photofolder import make_event_folder
 from tests.serving import ROOT, Server, serve
@@ -112,8 +114,19 @@ def test_cull_reports_bad_files_finishes_and_resumes(server: Server, tmp_path: P
         assert set(event.bad) <= set(shown)
         page.get_by_label("keep").check()
         page.get_by_label("maybe").check()
+        # Each analysed photo shows its top 3 zero-shot tags from the default labels.
+        for path in event.photos:
+            shown = page.locator(f'figure[data-image-id="{path}"] .tag').all_inner_texts()
+            if path in event.bad:
+                assert shown == [], path
+            else:
+                assert len(shown) == 3 and set(shown) <= set(DEFAULT_TAG_LABELS), (path, shown)
         screenshot(page, "contact_sheet_e2e.png")
     assert blocked == []
+    assert f"Tagged {len(event.good)} photos with their top 3 of" in first.stdout
+    rows = {row["path"]: row for row in csv.DictReader((out / "cull.csv").open())}
+    for path in event.good:
+        assert len(rows[path]["tags"].split(";")) == 3, rows[path]
     assert "XMP sidecars: 11 written, 0 left untouched" in first.stdout
     for path in event.photos:
         assert (event.root / path).with_suffix(".xmp").exists()
@@ -130,6 +143,56 @@ def test_cull_reports_bad_files_finishes_and_resumes(server: Server, tmp_path: P
     assert analyze_requests(server) == sent_before
     assert (out / "results.jsonl").read_text() == results_before
     assert json.loads((out / "cull.json").read_text())["total_images"] == total
+
+
+def sheet_tags(out: Path) -> dict[str, list[str]]:
+    with offline_page(out / "index.html", []) as page:
+        figures = page.locator("figure.photo")
+        return dict(
+            figures.evaluate_all(
+                "fs => fs.map(f => [f.dataset.imageId,"
+                " [...f.querySelectorAll('.tag')].map(t => t.textContent)])"
+            )
+        )
+
+
+def tags_requests(server: Server) -> int:
+    return server.log().count("path=/v1/tags,")
+
+
+def test_cull_tags_with_chosen_labels_or_none_and_survives_a_failing_tags_call(
+    server: Server, tmp_path: Path
+) -> None:
+    event = make_event_folder(tmp_path / "party")
+    out = tmp_path / "out"
+    cull = ["cull", str(event.root), "--url", server.url, "--out", str(out)]
+
+    chosen = festora(*cull, "--tags", "cake, dog ,car,cake", "--top-tags", "2")
+    assert chosen.returncode == 1, chosen.stdout + chosen.stderr  # the 3 bad files
+    tags = sheet_tags(out)
+    for path in event.photos:
+        if path in event.bad:
+            assert tags[path] == []
+        else:
+            assert len(tags[path]) == 2 and set(tags[path]) <= {"cake", "dog", "car"}, tags
+
+    before = tags_requests(server)
+    off = festora(*cull, "--no-tags")
+    assert off.returncode == 1 and tags_requests(server) == before
+    assert all(shown == [] for shown in sheet_tags(out).values())
+    assert "Tags are off" in (out / "index.html").read_text()
+
+    # A label over the service's 200 characters: /v1/tags answers 422, the cull goes on.
+    failing = festora(*cull, "--tags", f"cake,{'x' * 201}")
+    assert failing.returncode == 1, failing.stdout + failing.stderr
+    assert "Tags unavailable" in failing.stderr and "/v1/tags answered 422" in failing.stderr
+    assert tags_requests(server) == before + 1
+    assert all(shown == [] for shown in sheet_tags(out).values())
+    assert "No tags: the service could not tag the photos" in (out / "index.html").read_text()
+    assert len(json.loads((out / "cull.json").read_text())["images"]) == len(event.photos)
+
+    bad = festora(*cull, "--tags", "cake")
+    assert bad.returncode == 2 and "2 to 200 labels" in bad.stderr
 
 
 def test_ctrl_c_keeps_what_is_done_and_the_next_run_resumes(server: Server, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from openapi_spec_validator import validate
 
+from festora.embeddings import BASE64_PATTERN
 from tests.openai_server import OpenAICompatServer, Reply
 from tests.serving import ROOT, Server, serve
 
@@ -113,9 +114,19 @@ def test_exactly_one_image_source_is_expressed(document: dict) -> None:
     for model, fields in (
         ("ImageInput", ["url", "data"]),
         ("LlmAnalyzeRequest", ["image_url", "image"]),
+        ("SearchRequest", ["embeddings", "embeddings_base64"]),
+        ("TagsRequest", ["embeddings", "embeddings_base64"]),
     ):
         branches = schemas[model]["oneOf"]
         assert [b["required"] for b in branches] == [[f] for f in fields]
+
+
+def test_packed_embeddings_are_documented_as_base64(document: dict) -> None:
+    for model in ("SearchRequest", "TagsRequest"):
+        field = document["components"]["schemas"][model]["properties"]["embeddings_base64"]
+        (string,) = [branch for branch in field["anyOf"] if branch["type"] == "string"]
+        assert string["contentEncoding"] == "base64" and string["pattern"] == BASE64_PATTERN
+        assert "little-endian float32" in field["description"]
 
 
 def test_swagger_ui_shows_the_product_with_routes_tagged_by_purpose(

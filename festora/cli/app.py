@@ -27,9 +27,10 @@ from rich.table import Table
 from festora import __version__
 from festora.cli.client import FestoraClient, PhotoRejected, ServiceError
 from festora.cli.outputs import culled_groups, write_cull_csv, write_cull_json
-from festora.cli.photos import Photo, ResultsLog, find_photos, new_record, sha256_of
+from festora.cli.photos import Photo, Record, ResultsLog, find_photos, new_record, sha256_of
 from festora.cli.run import RunSummary, analyse_folder
 from festora.cli.sheet import write_contact_sheet
+from festora.cli.tagging import DEFAULT_TAG_LABELS, DEFAULT_TOP_TAGS, parse_labels, photo_tags
 from festora.cli.xmp import ExiftoolMissing, write_sidecars
 
 
@@ -111,13 +112,32 @@ def cull(
         typer.Option("--force", help="With --xmp: also update sidecars this tool did not write."),
     ] = False,
     concurrency: Concurrency = 4,
+    tags: Annotated[
+        str | None,
+        typer.Option(
+            "--tags",
+            metavar="LABELS",
+            help="Comma-separated labels to tag each photo with (CLIP zero-shot, /v1/tags).",
+            show_default=f"{len(DEFAULT_TAG_LABELS)} event subjects (README)",
+        ),
+    ] = None,
+    no_tags: Annotated[bool, typer.Option("--no-tags", help="Do not tag the photos.")] = False,
+    top_tags: Annotated[
+        int, typer.Option("--top-tags", min=1, max=10, help="Tags kept per photo.")
+    ] = DEFAULT_TOP_TAGS,
 ) -> None:
     """Analyse and cull every JPEG/PNG/HEIC/TIFF under PHOTO_DIR.
 
     Writes results.jsonl, cull.json, cull.csv and a contact sheet (index.html, thumbs/) into
-    the output folder. Re-running resumes: photos already analysed (same bytes) are not sent
-    again. Ctrl-C stops cleanly and keeps what is done.
+    the output folder, each photo with its top zero-shot tags. Re-running resumes: photos
+    already analysed (same bytes) are not sent again. Ctrl-C stops cleanly and keeps what is
+    done.
     """
+    try:
+        labels = None if no_tags else parse_labels(tags) if tags else list(DEFAULT_TAG_LABELS)
+    except ValueError as exc:
+        errors.print(f"[red]{exc}")
+        raise typer.Exit(ExitCode.USAGE) from exc
     out = (out or photo_dir / "festora-cull").resolve()
     photos = find_photos(photo_dir, exclude=out)
     if not photos:
@@ -156,17 +176,18 @@ def cull(
         except ServiceError as exc:
             errors.print(f"[red]Cull failed:[/red] {exc}\nresults.jsonl is complete; re-run.")
             raise typer.Exit(ExitCode.SERVICE) from exc
+        records = {
+            photo.image_id: log.by_path[photo.relpath]
+            for photo in photos
+            if photo.relpath in log.by_path and photo.relpath not in summary.not_analysed
+        }
+        tagged, tags_note = _tag(client, records, labels, top_tags)
 
-    records = {
-        photo.image_id: log.by_path[photo.relpath]
-        for photo in photos
-        if photo.relpath in log.by_path and photo.relpath not in summary.not_analysed
-    }
-    groups = culled_groups(result, records)
+    groups = culled_groups(result, records, tagged)
     written = [
         write_cull_json(result, out),
         write_cull_csv(groups, out),
-        write_contact_sheet(groups, out, title=photo_dir.name),
+        write_contact_sheet(groups, out, title=photo_dir.name, tags_note=tags_note),
     ]
     _print_cull(groups)
     for warning in result.get("warnings") or []:
@@ -189,6 +210,22 @@ def cull(
         console.print(f"Wrote {path}")
     failed = _failed(photos, log, summary)
     raise typer.Exit(ExitCode.PHOTOS_FAILED if failed else ExitCode.OK)
+
+
+def _tag(
+    client: FestoraClient, records: dict[str, Record], labels: list[str] | None, top_k: int
+) -> tuple[dict[str, list[dict[str, Any]]], str | None]:
+    """Each photo's tags, and why there are none when there are none; a service that cannot
+    tag them leaves the cull as it is (reported here and on the sheet)."""
+    if labels is None:
+        return {}, "Tags are off (--no-tags)."
+    try:
+        tagged = photo_tags(client, records, labels, top_k)
+    except ServiceError as exc:
+        errors.print(f"[yellow]Tags unavailable:[/yellow] {exc} (the cull is complete without)")
+        return {}, f"No tags: the service could not tag the photos ({exc})."
+    console.print(f"Tagged {len(tagged)} photos with their top {top_k} of {len(labels)} labels")
+    return tagged, None
 
 
 def _analysis_of(photo: Photo, log: ResultsLog, summary: RunSummary) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ CSV_COLUMNS = (
     "reasons",
     "duplicate_of",
     "error",
+    "tags",
 )
 
 
@@ -44,6 +45,7 @@ class CulledPhoto:
     reasons: list[dict[str, str]]  # [{"code", "message"}]
     duplicate_of: str | None
     analysis: dict[str, Any]
+    tags: list[dict[str, Any]] = field(default_factory=list)  # [{"label", "probability"}]
 
     @property
     def reason_codes(self) -> list[str]:
@@ -57,8 +59,14 @@ class CulledGroup:
     photos: list[CulledPhoto]  # best first
 
 
-def culled_groups(cull: dict[str, Any], records: dict[str, Record]) -> list[CulledGroup]:
-    """The cull's groups in its order, each photo joined with its record by `image_id`."""
+def culled_groups(
+    cull: dict[str, Any],
+    records: dict[str, Record],
+    tags: dict[str, list[dict[str, Any]]] | None = None,
+) -> list[CulledGroup]:
+    """The cull's groups in its order, each photo joined with its record and its zero-shot
+    tags (none when `tags` lacks it) by `image_id`."""
+    tags = tags or {}
     verdicts = {image["image_id"]: image for image in cull["images"]}
     groups = []
     for group in cull["groups"]:
@@ -80,6 +88,7 @@ def culled_groups(cull: dict[str, Any], records: dict[str, Record]) -> list[Cull
                     reasons=image.get("reasons") or [],
                     duplicate_of=image.get("duplicate_of"),
                     analysis=record.result if record else {},
+                    tags=tags.get(image_id, []),
                 )
             )
         groups.append(CulledGroup(group_id=group["group_id"], kind=group["kind"], photos=photos))
@@ -114,6 +123,9 @@ def write_cull_csv(groups: list[CulledGroup], out: Path) -> Path:
                         "reasons": ";".join(photo.reason_codes),
                         "duplicate_of": photo.duplicate_of or "",
                         "error": photo.analysis.get("error") or "",
+                        "tags": ";".join(
+                            f"{tag['label']}:{tag['probability']:.3f}" for tag in photo.tags
+                        ),
                     }
                 )
     return path

@@ -61,7 +61,11 @@ def ensure_thumbnail(data: bytes, sha256: str, thumbs: Path) -> Path | None:
     return path
 
 
-def write_contact_sheet(groups: list[CulledGroup], out: Path, *, title: str) -> Path:
+def write_contact_sheet(
+    groups: list[CulledGroup], out: Path, *, title: str, tags_note: str | None = None
+) -> Path:
+    """`index.html` for the cull's groups; `tags_note` says, in the header, why the photos
+    carry no tags (off, or the service could not tag them)."""
     thumbs = out / "thumbs"
     photos = [photo for group in groups for photo in group.photos]
     counts = Counter(photo.verdict for photo in photos)
@@ -70,6 +74,7 @@ def write_contact_sheet(groups: list[CulledGroup], out: Path, *, title: str) -> 
         total=len(photos),
         counts={verdict: counts.get(verdict, 0) for verdict in VERDICTS},
         failed=sum(photo.analysis.get("error") is not None for photo in photos),
+        tags_note=tags_note,
         groups=[
             {
                 "group_id": group.group_id,
@@ -96,6 +101,10 @@ def _photo_view(photo: CulledPhoto, thumbs: Path) -> dict[str, Any]:
         "reasons": photo.reasons,
         "thumb": f"thumbs/{thumb}" if thumb and (thumbs / thumb).exists() else None,
         "scores": scores_of(photo),
+        "tags": [
+            {"label": tag["label"], "percent": f"{100 * tag['probability']:.0f}%"}
+            for tag in photo.tags
+        ],
     }
 
 
