@@ -118,7 +118,7 @@ def cull(
             "--tags",
             metavar="LABELS",
             help="Comma-separated labels to tag each photo with (CLIP zero-shot, /v1/tags).",
-            show_default=f"{len(DEFAULT_TAG_LABELS)} event subjects (README)",
+            show_default=f"{len(DEFAULT_TAG_LABELS)} event subjects, see README",
         ),
     ] = None,
     no_tags: Annotated[bool, typer.Option("--no-tags", help="Do not tag the photos.")] = False,
