@@ -5,7 +5,7 @@ compares embeddings (clustering, text search, zero-shot tags).
 parsed by pydantic-core straight into one float32 matrix: Rust reads and type-checks every
 number in strict mode, and no list of lists survives the parse (so nothing later walks 5
 million Python floats again). `embeddings_base64` carries the same matrix as little-endian
-float32 bytes, row after row, in base64: a fifth of the bytes and no number to parse at all.
+float32 bytes, row after row, in base64: a quarter of the bytes and no number to parse at all.
 """
 
 from __future__ import annotations

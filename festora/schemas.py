@@ -296,7 +296,7 @@ class EmbeddingsInput(BaseModel):
         None,
         description="The same vectors packed: standard base64 of little-endian float32 values, "
         "one vector after another (len(image_ids) x the model's dimensions x 4 bytes); about a "
-        "fifth of the JSON form's size and far quicker to read. Send this or `embeddings`.",
+        "quarter of the JSON form's size and far quicker to read. Send this or `embeddings`.",
     )
     image_ids: list[str] = Field(description="One per embedding, in the same order")
 

@@ -18,7 +18,7 @@ async def search_images(req: SearchRequest, text: TextEmbedder, model_name: str)
     """The request's images ranked by similarity to its query; 422 for bad embeddings."""
     started = time.perf_counter()
     model = await text.model()
-    # checking 10,000 x 512 floats takes ~0.1 s: off the event loop, while the query embeds
+    # the checks (norms of 10,000 x 512 floats) run off the event loop while the query embeds
     images, query = await asyncio.gather(
         anyio.to_thread.run_sync(lambda: image_matrix(req, model.dimensions)),
         text.embed([req.query]),

@@ -520,7 +520,7 @@ def test_tags_rank_each_images_own_label_first(
 
 
 def test_search_and_tags_answer_the_same_for_packed_embeddings(http: httpx.Client) -> None:
-    """`embeddings_base64` (little-endian float32) is the JSON form's matrix, a fifth the size."""
+    """`embeddings_base64` (little-endian float32) is the JSON form's matrix, a quarter the size."""
     embeddings = [image_embedding(http, PORTRAIT), *embed(http, CAPTIONS)]
     ids = ["portrait.jpg", "cake.jpg", "dog.jpg", "car.jpg"]
     packed = {"embeddings_base64": encode_base64(embeddings), "image_ids": ids}

@@ -123,7 +123,7 @@ class FestoraClient:
 
 
 def _packed(embeddings: list[list[float]], image_ids: list[str]) -> dict[str, Any]:
-    """Many embeddings travel as `embeddings_base64`: a fifth of the JSON numbers' size, and
+    """Many embeddings travel as `embeddings_base64`: a quarter of the JSON numbers' size, and
     the service reads it without parsing a number."""
     return {"embeddings_base64": encode_base64(embeddings), "image_ids": image_ids}
 
