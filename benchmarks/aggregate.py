@@ -42,5 +42,20 @@ def fold(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["cpu_ms_per_image_by_process"] = {
             n: round(statistics.fmean(p.get(n, 0.0) for p in per_process), 1) for n in names
         }
+        row["batches"] = _fold_batches([r.get("batches", {}) for r in group])
         folded.append(row)
+    return folded
+
+
+def _fold_batches(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Each runner's batches and requests over all runs, and the mean batch size of them all."""
+    folded: dict[str, dict[str, float]] = {}
+    for runner in sorted({r for run in runs for r in run}):
+        batches = sum(run[runner]["batches"] for run in runs if runner in run)
+        requests = sum(run[runner]["requests"] for run in runs if runner in run)
+        folded[runner] = {
+            "batches": batches,
+            "requests": requests,
+            "mean_batch_size": round(requests / batches, 3),
+        }
     return folded
