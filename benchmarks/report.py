@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from benchmarks import overhead
 from benchmarks.scenarios import EMBEDDING_12MP, FULL_12MP, LATENCY_12MP
 from benchmarks.targets import evaluate
 
@@ -144,6 +145,8 @@ def markdown(results: dict[str, Any]) -> str:
         "the server and the harness during the scenario (the development machines are shared).",
     ]
     out += _cpu_split(results)
+    out += _batches(results)
+    out += _overhead(results)
     out += _baseline(results)
     out += _efficiency(results)
     out += _memory(results)
@@ -203,6 +206,110 @@ def _cpu_split(results: dict[str, Any]) -> list[str]:
         "own CPU (they run on the same machine).",
         *_limits(results),
     ]
+
+
+def _batches(results: dict[str, Any]) -> list[str]:
+    """Mean adaptive batch size of each runner in each scenario, from the service's /metrics."""
+    runners = sorted({r for s in results["scenarios"] for r in s.get("batches", {})})
+    if not runners:
+        return []
+    rows = [
+        [s["name"]]
+        + [
+            f"{b['mean_batch_size']:.2f} ({b['requests']} / {b['batches']})"
+            if (b := s["batches"].get(r))
+            else "-"
+            for r in runners
+        ]
+        for s in results["scenarios"]
+    ]
+    return [
+        "",
+        "## Batching (mean batch size per runner: images / batches)",
+        "",
+        *_table(["Scenario", *runners], rows),
+        "",
+        "From the `bentoml_service_adaptive_batch_size` histogram every runner reports on the "
+        "service's `/metrics`, scraped before and after each scenario run (the counters are "
+        "cumulative); summed over the scenario's runs. The service sends each runner one image "
+        "per request, so requests per batch are images per batch.",
+    ]
+
+
+def _overhead(results: dict[str, Any]) -> list[str]:
+    """Server CPU per image against the same work in one plain process, per serving process."""
+    splits = results.get("overhead") or {}
+    inprocess = results.get("inprocess")
+    if not splits or not inprocess:
+        return []
+    out = [
+        "",
+        "## Serving overhead (server CPU ms per image vs the same work in-process)",
+        "",
+        "In-process: the same photos, code and model store in one plain process with the "
+        "server stopped (`benchmarks/inprocess.py`): the API process's base64 decode, reduced "
+        "JPEG decode and preparation of every input; each runner's model work at the mean batch "
+        "size it dispatched in that scenario (linear between the integer sizes around it), "
+        "with each runner's own thread settings (`num_threads` below). "
+        "Overhead = served - in-process: serialisation, "
+        "dispatch, copies, heap trims, idle processes. "
+        f"Other users' CPU during the in-process run: {inprocess['cpu'].get('other_pct', 0):.0f}%.",
+    ]
+    for name, split in splits.items():
+        rows = [
+            [
+                process,
+                _fmt(p["server_cpu_ms"], 1),
+                _fmt(p["inprocess_cpu_ms"], 1),
+                _fmt(p["overhead_cpu_ms"], 1),
+            ]
+            for process, p in split["processes"].items()
+        ]
+        rows.append(
+            [
+                "**total**",
+                _fmt(split["server_cpu_ms"], 1),
+                _fmt(split["inprocess_cpu_ms"], 1),
+                f"**{_fmt(split['overhead_cpu_ms'], 1)}**",
+            ]
+        )
+        out += [
+            "",
+            f"### `{name}`",
+            "",
+            *_table(
+                ["Serving process", "Server CPU ms/image", "In-process CPU ms/image", "Overhead"],
+                rows,
+            ),
+        ]
+    api = inprocess["api_cpu_ms_per_image"]
+    out += [
+        "",
+        f"In-process API work ({overhead.API_PROCESS}), CPU ms per image:",
+        "",
+        *_table(
+            ["Pipeline", "base64 decode", "JPEG decode (reduced DCT scale)", "prepare", "total"],
+            [
+                [pipeline, *(_fmt(v[k], 1) for k in ("base64", "decode", "prepare", "total"))]
+                for pipeline, v in api.items()
+            ],
+        ),
+        "",
+        "In-process model work, CPU ms per image by batch size:",
+        "",
+        *_table(
+            ["Runner", "Engine", "CPU ms per image at batch size"],
+            [
+                [
+                    runner,
+                    str(inprocess["engines"].get(runner)),
+                    ", ".join(f"{size}: {_fmt(ms, 1)}" for size, ms in costs.items()),
+                ]
+                for runner, costs in inprocess["runner_cpu_ms_per_image"].items()
+            ],
+        ),
+    ]
+    return out
 
 
 def _limits(results: dict[str, Any]) -> list[str]:
@@ -364,6 +471,7 @@ def _startup(results: dict[str, Any]) -> list[str]:
 
 def write(results: dict[str, Any], markdown_path: Path, json_path: Path) -> None:
     results["efficiency"] = efficiency(results)
+    results["overhead"] = overhead.evaluate(results["scenarios"], results.get("inprocess"))
     results["targets"] = [c.as_dict() for c in evaluate(results)]
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     markdown_path.write_text(markdown(results))

@@ -11,8 +11,11 @@ One run, so every ratio compares numbers taken on the same machine at the same t
 4. times the naive per-image pipeline of the original service on the same weights;
 5. serves the service, times start -> /readyz, samples the serving tree's PSS throughout,
    and drives every scenario in `scenarios.PLANS` with concurrent HTTP clients (base64 bodies
-   and URLs served from a local HTTP server);
-6. writes the tables and the target checks.
+   and URLs served from a local HTTP server), reading each runner's batches from /metrics
+   around every scenario;
+6. with the server stopped, times the same work in one plain process (decode, preparation,
+   each model at the batch sizes the server dispatched), the base of the serving overhead;
+7. writes the tables and the target checks.
 
 Extra server settings for experiments: `--env FESTORA_PRECISION=fp32` (repeatable), or the same
 variable in the environment of this command.
@@ -34,9 +37,11 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import aggregate, load, report, scenarios
+from benchmarks import aggregate, batch_metrics, load, overhead, report, scenarios
 from benchmarks.server import CpuMeter, ImageHost, Served
 from benchmarks.workload import Photo, build_photos, by_size
+
+INPROCESS_PHOTO_MEGAPIXELS = 12  # the photos of the scenarios the overhead is computed for
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "work"
@@ -148,6 +153,31 @@ def run_baseline(photos: list[Photo], count: int, meter: CpuMeter, out: Path) ->
     return result
 
 
+def run_inprocess(
+    photos: list[Photo],
+    scenario_rows: list[dict[str, Any]],
+    env: dict[str, str],
+    rounds: int,
+    out: Path,
+) -> dict[str, Any]:
+    """Time the serving processes' work in one plain process, with the server's environment,
+    at the batch sizes the scenarios dispatched (see benchmarks.inprocess)."""
+    spec = {
+        "photos": [str(p.path) for p in by_size(photos, INPROCESS_PHOTO_MEGAPIXELS)],
+        "batch_sizes": overhead.batch_sizes_needed(scenario_rows),
+        "rounds": rounds,
+    }
+    spec_path = out.with_suffix(".spec.json")
+    spec_path.write_text(json.dumps(spec))
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.inprocess", str(out), str(spec_path)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        check=True,
+    )
+    return dict(json.loads(out.read_text()))
+
+
 def serve_and_drive(
     args: argparse.Namespace, photos: list[Photo], env: dict[str, str], out_dir: Path
 ) -> dict[str, Any]:
@@ -175,20 +205,27 @@ def serve_and_drive(
             for repeat, plan in [(r, p) for r in range(1, args.repeat + 1) for p in plans]:
                 quiet = meter.wait_quiet(args.quiet_wait, args.quiet_threshold)
                 scenario = scenarios.build(plan, photos, host.url, args.quick)
+                batches_before = batch_metrics.scrape(server.url)
                 before = meter.snapshot()
                 result = load.run(server.url, scenario)
                 after = meter.snapshot()
+                batches = batch_metrics.batches_between(
+                    batches_before, batch_metrics.scrape(server.url)
+                )
                 result.cpu = {
                     **CpuMeter.delta(before, after),
                     "waited_for_quiet_s": quiet["waited_s"],
                 }
                 result.cpu_by_process = CpuMeter.per_process(before, after)
-                summary = {**result.summary(), "repeat": repeat}
+                summary = {**result.summary(), "repeat": repeat, "batches": batches}
                 measured.append(summary)
+                mean_batches = ", ".join(
+                    f"{r} {b['mean_batch_size']:.2f}" for r, b in batches.items()
+                )
                 log(
                     f"{plan.name} (run {repeat}): {summary['images_per_s']:.2f} images/s, p50 "
                     f"{summary['latency_p50_s']:.2f} s, {summary['errors']} errors, other "
-                    f"users {result.cpu['other_pct']:.0f}%"
+                    f"users {result.cpu['other_pct']:.0f}%; mean batches: {mean_batches}"
                 )
             sampler = server.sampler
             ready_s = server.ready_s
@@ -295,6 +332,16 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     served = serve_and_drive(args, photos, env, out_dir if args.quick else WORK)
+    log("timing the same work in one process (decode, preparation, models at the served batches)")
+    quiet = meter.wait_quiet(args.quiet_wait, args.quiet_threshold)
+    before = meter.snapshot()
+    inprocess = run_inprocess(
+        photos, served["scenarios"], env, 1 if args.quick else 3, WORK / "inprocess.json"
+    )
+    inprocess["cpu"] = {
+        **CpuMeter.delta(before, meter.snapshot()),
+        "waited_for_quiet_s": quiet["waited_s"],
+    }
     recorded_env = {
         k: v
         for k, v in os.environ.items()
@@ -312,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "flops": flops,
         "baseline": baseline,
+        "inprocess": inprocess,
         "photos": [
             {"name": p.name, "width": p.width, "height": p.height, "bytes": p.size_bytes}
             for p in photos

@@ -1,0 +1,138 @@
+"""The benchmark's batch-size reading, overhead split and issue-12 target checks (pure logic)."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+from benchmarks import aggregate, batch_metrics, overhead, targets
+from benchmarks.scenarios import EMBEDDING_12MP, FULL_12MP
+
+
+def exposition(batches: dict[str, list[int]]) -> str:
+    """A /metrics text with BentoML's adaptive batch size histogram, as its servers write it."""
+    registry = CollectorRegistry()
+    hist = Histogram(
+        "adaptive_batch_size",
+        "Service adaptive batch size",
+        labelnames=["runner_name", "worker_index", "method_name", "service_version"],
+        namespace="bentoml_service",
+        buckets=[1, 2, 4, 8, 16],
+        registry=registry,
+    )
+    for runner, sizes in batches.items():
+        for size in sizes:
+            hist.labels(runner, "1", "score", "").observe(size)
+    return generate_latest(registry).decode()
+
+
+def test_batches_between_scrapes_are_differences_of_cumulative_counters() -> None:
+    before = batch_metrics.parse(exposition({"NimaTechnical": [1, 1]}))
+    after = batch_metrics.parse(exposition({"NimaTechnical": [1, 1, 4, 2], "CLIPEncoder": [3, 5]}))
+    found = batch_metrics.batches_between(before, after)
+    assert found == {
+        "CLIPEncoder": {"batches": 2, "requests": 8, "mean_batch_size": 4.0},
+        "NimaTechnical": {"batches": 2, "requests": 6, "mean_batch_size": 3.0},
+    }
+    assert batch_metrics.batches_between(after, after) == {}
+
+
+def test_repeated_runs_fold_into_one_mean_over_all_batches() -> None:
+    run = {
+        "name": "s",
+        "cpu": {},
+        "cpu_ms_per_image_by_process": {},
+        "first_errors": [],
+        **{k: 1.0 for k in ("images_per_s", "latency_p50_s", "latency_p95_s", "latency_mean_s")},
+        **{k: 1 for k in ("requests", "images_ok", "errors", "wall_s", "latency_max_s")},
+    }
+    runs = [
+        {**run, "batches": {"CLIPEncoder": {"batches": 1, "requests": 8}}},
+        {**run, "batches": {"CLIPEncoder": {"batches": 3, "requests": 4}}},
+    ]
+    (row,) = aggregate.fold(runs)
+    assert row["batches"]["CLIPEncoder"] == {"batches": 4, "requests": 12, "mean_batch_size": 3.0}
+
+
+def test_cost_at_interpolates_between_measured_batch_sizes() -> None:
+    costs = {"1": 50.0, "2": 40.0, "8": 30.0}
+    assert overhead.cost_at(costs, 1.0) == 50.0
+    assert overhead.cost_at(costs, 1.5) == pytest.approx(45.0)
+    assert overhead.cost_at(costs, 5.0) == pytest.approx(35.0)
+    assert overhead.cost_at(costs, 12.0) == 30.0  # beyond the largest measured size
+
+
+def test_batch_sizes_needed_brackets_each_mean() -> None:
+    scenarios = [
+        {"batches": {"CLIPEncoder": {"mean_batch_size": 2.4}}},
+        {"batches": {"CLIPEncoder": {"mean_batch_size": 1.0}, "Brisque": {"mean_batch_size": 3}}},
+    ]
+    assert overhead.batch_sizes_needed(scenarios) == {"Brisque": [3], "CLIPEncoder": [1, 2, 3]}
+
+
+def scenario(name: str, pipeline: str, rate: float, split: dict[str, float], batches: dict) -> dict:
+    return {
+        "name": name,
+        "pipeline": pipeline,
+        "endpoint": "analyze",
+        "source": "base64",
+        "megapixels": 12,
+        "images_per_s": rate,
+        "errors": 0,
+        "cpu_ms_per_image_by_process": split,
+        "batches": batches,
+    }
+
+
+INPROCESS = {
+    "api_cpu_ms_per_image": {"embedding": {"total": 30.0}, "full": {"total": 60.0}},
+    "runner_cpu_ms_per_image": {"CLIPEncoder": {"1": 40.0, "2": 30.0}},
+}
+
+
+def test_overhead_charges_each_process_with_its_own_work_only() -> None:
+    s = scenario(
+        EMBEDDING_12MP,
+        "embedding",
+        20.0,
+        {"festora-vision": 45.0, "CLIPEncoder": 38.0, "bentoml-serve (supervisor)": 0.5},
+        {"CLIPEncoder": {"mean_batch_size": 1.5}},
+    )
+    split = overhead.split(s, INPROCESS)
+    assert split is not None
+    assert split["processes"]["festora-vision"]["overhead_cpu_ms"] == 15.0
+    assert split["processes"]["CLIPEncoder"]["inprocess_cpu_ms"] == 35.0
+    assert split["processes"]["bentoml-serve (supervisor)"]["inprocess_cpu_ms"] == 0.0
+    assert split["overhead_cpu_ms"] == pytest.approx(18.5)
+    # a runner the in-process run did not time leaves the scenario without a split
+    assert overhead.split({**s, "batches": {"Brisque": {"mean_batch_size": 1}}}, INPROCESS) is None
+
+
+def test_targets_check_efficiency_overhead_and_embedding_ratio() -> None:
+    emb = scenario(
+        EMBEDDING_12MP,
+        "embedding",
+        23.0,
+        {"festora-vision": 45.0, "CLIPEncoder": 35.0},
+        {"CLIPEncoder": {"mean_batch_size": 2.0}},
+    )
+    full = scenario(FULL_12MP, "full", 3.0, {"festora-vision": 500.0}, {})
+    results = {
+        "scenarios": [emb, full],
+        "baseline": {"embedding_images_per_s": 1.5, "full_images_per_s": 0.1},
+        "machine": {"logical_cores": 2},
+        "memory": {"peak_pss_bytes": 3e9},
+        "startup": {"ready_s": 20.0},
+    }
+    results["overhead"] = overhead.evaluate(results["scenarios"], INPROCESS)
+    checks = {c.target: c for c in targets.evaluate(results)}
+
+    efficiency = [c for t, c in checks.items() if t.startswith("8 clients >= 90%")]
+    # full: bound 2000 / 500 = 4 images/s, 3 is 75 %; embedding: bound 25, 23 is 92 %
+    assert [c.passed for c in efficiency] == [False, True]
+    overheads = [c for t, c in checks.items() if t.startswith("serving overhead")]
+    # embedding: 80 - (30 + 30) = 20 ms > 15; full: 500 - 60 = 440 ms > 40
+    assert overheads[0].passed is False and "20.0 ms" in overheads[0].measured
+    assert overheads[1].passed is False and "440.0 ms" in overheads[1].measured
+    ratio = next(c for t, c in checks.items() if "naive embedding baseline" in t)
+    assert ratio.passed is True and ratio.measured.startswith("15.3x")
