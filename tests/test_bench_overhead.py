@@ -136,3 +136,31 @@ def test_targets_check_efficiency_overhead_and_embedding_ratio() -> None:
     assert overheads[1].passed is False and "440.0 ms" in overheads[1].measured
     ratio = next(c for t, c in checks.items() if "naive embedding baseline" in t)
     assert ratio.passed is True and ratio.measured.startswith("15.3x")
+
+
+def test_report_tables_show_batches_and_overhead_per_process() -> None:
+    from benchmarks import report
+
+    emb = scenario(
+        EMBEDDING_12MP,
+        "embedding",
+        20.0,
+        {"festora-vision": 45.0, "CLIPEncoder": 38.0},
+        {"CLIPEncoder": {"batches": 4, "requests": 6, "mean_batch_size": 1.5}},
+    )
+    inprocess = {
+        **INPROCESS,
+        "api_cpu_ms_per_image": {
+            p: {"base64": 2.0, "decode": 25.0, "prepare": 3.0, "total": 30.0}
+            for p in ("embedding", "full")
+        },
+        "engines": {"CLIPEncoder": "openvino-bf16"},
+        "cpu": {"other_pct": 5.0},
+    }
+    results = {"scenarios": [emb], "inprocess": inprocess}
+    results["overhead"] = overhead.evaluate(results["scenarios"], inprocess)
+    text = "\n".join(report._batches(results) + report._overhead(results))
+    assert f"| {EMBEDDING_12MP} | 1.50 (6 / 4) |" in text
+    assert "| CLIPEncoder | 38.0 | 35.0 | 3.0 |" in text
+    assert "| festora-vision | 45.0 | 30.0 | 15.0 |" in text
+    assert "| **total** | 83.0 | 65.0 | **18.0** |" in text
