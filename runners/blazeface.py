@@ -35,6 +35,7 @@ MIN_SCORE = 0.5  # MediaPipe's min_score_thresh for the full-range detector
 # SMALL_FACE_PX (photo px) a candidate needs SMALL_MIN_SCORE; the face mesh confirms each one.
 SMALL_MIN_SCORE = 0.3
 SMALL_FACE_PX = 40.0
+MIN_LOGIT = math.log(SMALL_MIN_SCORE / (1 - SMALL_MIN_SCORE))
 NMS_IOU = 0.3  # MediaPipe's min_suppression_threshold
 SCORE_CLIP = 100.0  # MediaPipe's score_clipping_thresh (logits)
 NUM_KEYPOINTS = 6  # right eye, left eye, nose tip, mouth centre, right ear, left ear
@@ -45,15 +46,14 @@ EDGE_MARGIN = 2.0  # input px: a box this close to an inner tile edge is cut by 
 MAX_PER_VIEW = 64  # best candidates kept per view before NMS: bounded work on any photo
 
 
-def anchors(size: int = INPUT, stride: int = STRIDE) -> np.ndarray:
-    """Anchor centres (x, y), normalised, in MediaPipe's order (row by row)."""
-    cells = size // stride
-    centres = (np.arange(cells, dtype=np.float32) + 0.5) / cells
+def anchor_centres(size: int = INPUT, stride: int = STRIDE) -> np.ndarray:
+    """Anchor centres (x, y) in input pixels, in MediaPipe's order (row by row)."""
+    centres = (np.arange(size // stride, dtype=np.float64) + 0.5) * stride
     y, x = np.meshgrid(centres, centres, indexing="ij")
     return np.stack([x.ravel(), y.ravel()], axis=1)
 
 
-ANCHORS = anchors()
+ANCHORS = anchor_centres()
 
 
 @dataclass(frozen=True)
@@ -63,20 +63,6 @@ class Detection:
     box: np.ndarray
     score: float
     keypoints: np.ndarray  # 6 x 2
-
-
-def decode(regressors: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The model's raw outputs for one view -> (N x 16 boxes and key points normalised to the
-    input, N scores), as MediaPipe's TensorsToDetectionsCalculator decodes them (x, y order,
-    fixed-size anchors, offsets in input pixels)."""
-    raw = regressors.reshape(-1, 4 + 2 * NUM_KEYPOINTS) / INPUT
-    clipped = np.clip(logits.reshape(-1).astype(np.float64), -SCORE_CLIP, SCORE_CLIP)
-    scores = 1.0 / (1.0 + np.exp(-clipped))
-    out = raw.copy()
-    out[:, 0:2] += ANCHORS  # box centre
-    out[:, 4::2] += ANCHORS[:, :1]
-    out[:, 5::2] += ANCHORS[:, 1:]
-    return out, scores
 
 
 @dataclass(frozen=True)
@@ -115,41 +101,45 @@ def plan_views(width: int, height: int) -> list[View]:
     return views
 
 
-def view_inputs(image: np.ndarray, views: list[View]) -> list[np.ndarray]:
-    """Each view's 192 x 192 x 3 uint8 input; outside the photo is black, as MediaPipe pads.
-    The photo is resampled once per view scale (area filter when shrinking), then cut."""
+def view_inputs(image: np.ndarray, views: list[View]) -> np.ndarray:
+    """N x 192 x 192 x 3 uint8, each view's input; outside the photo is black, as MediaPipe
+    pads. The photo is resampled once per view scale, finest first, each from the one before:
+    a linear filter for the tiles (at most 2x smaller than the analysis size the API sends;
+    MediaPipe's own image-to-tensor step is linear), area filters below that."""
     height, width = image.shape[:2]
     resampled: dict[float, np.ndarray] = {}
-    inputs = []
-    for view in views:
-        if view.scale not in resampled:
-            size = (max(1, round(width / view.scale)), max(1, round(height / view.scale)))
-            resample = cv2.INTER_AREA if view.scale > 1 else cv2.INTER_LINEAR
-            resampled[view.scale] = cv2.resize(image, size, interpolation=resample)
-        scaled = resampled[view.scale]
+    source, source_scale = image, 1.0
+    for scale in sorted({view.scale for view in views}):
+        size = (max(1, round(width / scale)), max(1, round(height / scale)))
+        filter_ = cv2.INTER_AREA if scale / source_scale >= 2 else cv2.INTER_LINEAR
+        resampled[scale] = source = cv2.resize(source, size, interpolation=filter_)
+        source_scale = scale
+    inputs = np.zeros((len(views), INPUT, INPUT, 3), np.uint8)
+    for canvas, view in zip(inputs, views, strict=True):
         x0, y0 = round(view.x / view.scale), round(view.y / view.scale)
-        window = scaled[y0 : y0 + INPUT, x0 : x0 + INPUT]
-        canvas = np.zeros((INPUT, INPUT, 3), np.uint8)
+        window = resampled[view.scale][y0 : y0 + INPUT, x0 : x0 + INPUT]
         canvas[: window.shape[0], : window.shape[1]] = window
-        inputs.append(canvas)
     return inputs
 
 
-def to_tensor(views: list[np.ndarray]) -> np.ndarray:
-    """N x 192 x 192 x 3 float32 in [-1, 1], the detector's input range."""
-    return np.stack(views).astype(np.float32) / 127.5 - 1.0
-
-
-def view_detections(decoded: np.ndarray, scores: np.ndarray, view: View) -> list[Detection]:
-    keep = np.flatnonzero(scores >= SMALL_MIN_SCORE)
-    keep = keep[np.argsort(-scores[keep])][:MAX_PER_VIEW]
+def view_detections(regressors: np.ndarray, logits: np.ndarray, view: View) -> list[Detection]:
+    """One view's raw outputs -> its confident detections in photo pixels, decoded as
+    MediaPipe's TensorsToDetectionsCalculator decodes them (fixed-size anchors, offsets in
+    input pixels); only candidates past the score threshold are decoded."""
+    logits = np.clip(logits, -SCORE_CLIP, SCORE_CLIP)
+    keep = np.flatnonzero(logits >= MIN_LOGIT)
+    keep = keep[np.argsort(-logits[keep])][:MAX_PER_VIEW]
+    scores = 1.0 / (1.0 + np.exp(-logits[keep].astype(np.float64)))
+    raw = regressors[keep].astype(np.float64)
+    raw[:, 0:2] += ANCHORS[keep]
+    raw[:, 4::2] += ANCHORS[keep, :1]
+    raw[:, 5::2] += ANCHORS[keep, 1:]
+    left, top, right, bottom = view.inner_edges
     found = []
-    for i in keep:
-        cx, cy, w, h = decoded[i, :4] * INPUT
-        if scores[i] < MIN_SCORE and max(w, h) * view.scale >= SMALL_FACE_PX:
+    for (cx, cy, w, h), points, score in zip(raw[:, :4], raw[:, 4:], scores, strict=True):
+        if score < MIN_SCORE and max(w, h) * view.scale >= SMALL_FACE_PX:
             continue
         x0, y0, x1, y1 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
-        left, top, right, bottom = view.inner_edges
         if (
             (left and x0 < EDGE_MARGIN)
             or (top and y0 < EDGE_MARGIN)
@@ -157,11 +147,9 @@ def view_detections(decoded: np.ndarray, scores: np.ndarray, view: View) -> list
             or (bottom and y1 > INPUT - EDGE_MARGIN)
         ):
             continue
-        box = np.array(
-            [view.x + x0 * view.scale, view.y + y0 * view.scale, w * view.scale, h * view.scale]
-        )
-        points = decoded[i, 4:].reshape(NUM_KEYPOINTS, 2) * INPUT * view.scale + (view.x, view.y)
-        found.append(Detection(box, float(scores[i]), points))
+        box = np.array([x0, y0, w, h]) * view.scale + (view.x, view.y, 0.0, 0.0)
+        keypoints = points.reshape(NUM_KEYPOINTS, 2) * view.scale + (view.x, view.y)
+        found.append(Detection(box, float(score), keypoints))
     return found
 
 
@@ -186,15 +174,14 @@ def merge(detections: list[Detection], width: int, height: int) -> list[Detectio
 
 def detect(image: np.ndarray, model: Any) -> list[Detection]:
     """Every face in an H x W x 3 uint8 RGB image, best first, boxes in its pixels.
-    `model` is the compiled detector taking N x 192 x 192 x 3 float32."""
+    `model` is the compiled detector taking N x 192 x 192 x 3 uint8 images."""
     height, width = image.shape[:2]
     views = plan_views(width, height)
-    outputs = model(to_tensor(view_inputs(image, views)))
+    regressors, logits = model(view_inputs(image, views)).values()
     # The graph's reshape keeps a leading 1: N views come back as 1 x N*2304 x 16.
-    regressors = outputs[0].reshape(len(views), len(ANCHORS), -1)
-    logits = outputs[1].reshape(len(views), len(ANCHORS))
+    regressors = regressors.reshape(len(views), len(ANCHORS), -1)
+    logits = logits.reshape(len(views), len(ANCHORS))
     found: list[Detection] = []
-    for i, view in enumerate(views):
-        decoded, scores = decode(regressors[i], logits[i])
-        found += view_detections(decoded, scores, view)
+    for view, view_regressors, view_logits in zip(views, regressors, logits, strict=True):
+        found += view_detections(view_regressors, view_logits, view)
     return merge(found, width, height)

@@ -47,6 +47,7 @@ from festora.models import (
     runner_config,
     sha256_file,
 )
+from festora.preprocess import FACE_LONG_SIDE
 from festora.schemas import ModelStatus
 from runners import blazeface, face_mesh
 from runners.serving.base import (
@@ -58,6 +59,7 @@ from runners.serving.base import (
 )
 from runners.serving.memory import trim_after_batch
 from runners.serving.precision import compute_precision
+from runners.serving.tflite import PerBatchSize, compile_tflite, read_tflite
 
 _CONFIG = runner_config(FACES)
 
@@ -70,6 +72,12 @@ SHARPNESS_THRESHOLD = 250.0  # scripts/calibrate_face_blur.py: blurred <= 212, s
 EMOTION_CROP_SCALE = 1.0  # the aligned crop scored for emotion: the detection box, level
 MIN_FACE_PX = 8  # smaller boxes (at the analysis size) hold no analysable face
 DETECTOR_NAMES = {"opencv": "opencv-haar"}
+# The analysis sizes of 3:2, 4:3, 16:9 and square photos, landscape and portrait.
+COMMON_SIZES = tuple(
+    size
+    for short in (round(FACE_LONG_SIDE * r) for r in (2 / 3, 3 / 4, 9 / 16, 1))
+    for size in ((FACE_LONG_SIDE, short), (short, FACE_LONG_SIDE))
+)
 
 
 def deepface_home() -> Path:
@@ -93,28 +101,6 @@ def install_weights(source: Path, home: Path) -> Path:
     shutil.copyfile(source, tmp)
     os.replace(tmp, target)  # atomic: concurrent workers never see half a file
     return target
-
-
-def compile_tflite(path: os.PathLike[str] | str, precision: str, threads: int) -> Any:
-    """A MediaPipe .tflite model compiled by OpenVINO with a free batch dimension."""
-    import openvino as ov
-    import openvino.properties as props
-    import openvino.properties.hint as hints
-
-    core = ov.Core()
-    model = core.read_model(str(path))
-    shape = model.inputs[0].get_partial_shape()
-    model.reshape(ov.PartialShape([-1, *(d.get_length() for d in list(shape)[1:])]))
-    return core.compile_model(
-        model,
-        "CPU",
-        {
-            hints.inference_precision: ov.Type.bf16 if precision == "bf16" else ov.Type.f32,
-            hints.performance_mode: hints.PerformanceMode.LATENCY,
-            props.inference_num_threads: threads,
-            props.num_streams: 1,
-        },
-    )
 
 
 def sharpness(image: np.ndarray, box: np.ndarray, angle: float, oval: np.ndarray) -> float | None:
@@ -160,9 +146,11 @@ class FaceAnalyzer(ModelRunner):
         set_threads(threads)
         precision = compute_precision()
         path = provenance.path
-        self._detector = compile_tflite(path / FACE_DETECTOR_FILE, precision, threads)
-        self._mesh = compile_tflite(path / FACE_MESH_FILE, precision, threads)
-        self._iris = compile_tflite(path / IRIS_FILE, precision, threads)
+        self._detector = PerBatchSize(path / FACE_DETECTOR_FILE, precision, threads, (-1.0, 1.0))
+        for width, height in COMMON_SIZES:  # compiled now, not on a first request
+            self._detector.compiled(len(blazeface.plan_views(width, height)))
+        self._mesh = compile_tflite(read_tflite(path / FACE_MESH_FILE), precision, threads, (0, 1))
+        self._iris = compile_tflite(read_tflite(path / IRIS_FILE), precision, threads, (0, 1))
 
         _, self.emotion_provenance = resolve(EMOTION)
         os.environ["DEEPFACE_BACKEND_ENGINE"] = "pytorch"  # the stored file is a torch state dict
@@ -300,7 +288,7 @@ class FaceAnalyzer(ModelRunner):
 
         rois = [face_mesh.face_roi(c["box"], c["eyes"]) for c in candidates]
         crops = np.stack([face_mesh.crop(image, m, face_mesh.MESH_SIZE) for m in rois])
-        mesh_out = self._mesh(crops.astype(np.float32) / 255.0)
+        mesh_out = self._mesh(crops)
         raw_points = mesh_out[0].reshape(len(rois), -1)
         presence = 1.0 / (1.0 + np.exp(-np.clip(mesh_out[1].reshape(-1), -100, 100)))
 
@@ -317,7 +305,7 @@ class FaceAnalyzer(ModelRunner):
         eye_inputs = []
         for c in kept:
             eye_inputs += face_mesh.eye_crops(image, face_mesh.eye_rois(c["points"]))
-        contours = self._iris(np.stack(eye_inputs).astype(np.float32) / 255.0)[0]
+        contours = self._iris(np.stack(eye_inputs))[0]
         contours = contours.reshape(len(eye_inputs), -1)
 
         if self.detector_kind == "blazeface":

@@ -78,20 +78,24 @@ def compile_ir(
     if wanted_engine() == "torch" or on_gpu() or not path.is_file():
         return None
     import openvino as ov
+
+    core = ov.Core()
+    return core.compile_model(core.read_model(path), "CPU", cpu_config(precision, num_threads))
+
+
+def cpu_config(precision: Precision, num_threads: int) -> dict[Any, Any]:
+    """How every model is compiled for the CPU: the runner's precision and thread count, one
+    stream (a runner computes one batch at a time), latency first."""
+    import openvino as ov
     import openvino.properties as props
     import openvino.properties.hint as hints
 
-    core = ov.Core()
-    return core.compile_model(
-        core.read_model(path),
-        "CPU",
-        {
-            hints.inference_precision: ov.Type.bf16 if precision == "bf16" else ov.Type.f32,
-            hints.performance_mode: hints.PerformanceMode.LATENCY,
-            props.inference_num_threads: num_threads,
-            props.num_streams: 1,
-        },
-    )
+    return {
+        hints.inference_precision: ov.Type.bf16 if precision == "bf16" else ov.Type.f32,
+        hints.performance_mode: hints.PerformanceMode.LATENCY,
+        props.inference_num_threads: num_threads,
+        props.num_streams: 1,
+    }
 
 
 def input_size(compiled: Any) -> int:
