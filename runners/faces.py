@@ -146,11 +146,16 @@ class FaceAnalyzer(ModelRunner):
         set_threads(threads)
         precision = compute_precision()
         path = provenance.path
-        self._detector = PerBatchSize(path / FACE_DETECTOR_FILE, precision, threads, (-1.0, 1.0))
-        for width, height in COMMON_SIZES:  # compiled now, not on a first request
-            self._detector.compiled(len(blazeface.plan_views(width, height)))
-        self._mesh = compile_tflite(read_tflite(path / FACE_MESH_FILE), precision, threads, (0, 1))
-        self._iris = compile_tflite(read_tflite(path / IRIS_FILE), precision, threads, (0, 1))
+        self._detector = PerBatchSize(
+            path / FACE_DETECTOR_FILE,
+            precision,
+            threads,
+            pixels=(-1.0, 1.0),
+            warm=[len(blazeface.plan_views(*size)) for size in COMMON_SIZES],
+        )
+        unit = (0.0, 1.0)  # the mesh's and the iris model's input range
+        self._mesh = compile_tflite(read_tflite(path / FACE_MESH_FILE), precision, threads, unit)
+        self._iris = compile_tflite(read_tflite(path / IRIS_FILE), precision, threads, unit)
 
         _, self.emotion_provenance = resolve(EMOTION)
         os.environ["DEEPFACE_BACKEND_ENGINE"] = "pytorch"  # the stored file is a torch state dict

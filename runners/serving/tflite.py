@@ -6,8 +6,11 @@ compiled into the graph, one fused step instead of a float copy per crop.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from runners.serving.openvino_ir import cpu_config
@@ -41,9 +44,11 @@ def compile_tflite(
 
 
 class PerBatchSize:
-    """A model compiled once for each batch size it is called with. A static shape computes
-    about 10 % faster on the CPU than a free batch dimension (benchmarks/FACES.md), and the
-    face detector meets a handful of sizes only: its view count per photo (2 to 27)."""
+    """A model compiled for each batch size it is called with. A static shape computes about
+    10 % faster on the CPU than a free batch dimension (benchmarks/FACES.md), and the face
+    detector meets a handful of sizes only: its view count per photo (2 to 27). Static shapes
+    are compiled one at a time in the background (a compile takes seconds on a busy machine);
+    until a size's is ready, the free-batch model computes it."""
 
     def __init__(
         self,
@@ -51,21 +56,40 @@ class PerBatchSize:
         precision: Precision,
         threads: int,
         pixels: tuple[float, float],
+        warm: Iterable[int] = (),
     ) -> None:
-        self._path, self._precision, self._threads, self._pixels = path, precision, threads, pixels
+        self._compile = functools.partial(
+            compile_tflite, precision=precision, threads=threads, pixels=pixels
+        )
+        self._path = path
+        self._free = self._compile(read_tflite(path))
         self._compiled: dict[int, Any] = {}
+        self._scheduled: set[int] = set()
         self._lock = threading.Lock()
+        self._compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tflite-compile")
+        for batch in warm:
+            self._schedule(batch)
 
-    def compiled(self, batch: int) -> Any:
+    def _schedule(self, batch: int) -> Future[None] | None:
         with self._lock:
-            if batch not in self._compiled:
-                model = read_tflite(self._path)
-                shape = model.inputs[0].get_partial_shape()
-                model.reshape([batch, *(d.get_length() for d in list(shape)[1:])])
-                self._compiled[batch] = compile_tflite(
-                    model, self._precision, self._threads, self._pixels
-                )
-            return self._compiled[batch]
+            if batch in self._scheduled:
+                return None
+            self._scheduled.add(batch)
+        return self._compiler.submit(self._compile_static, batch)
+
+    def _compile_static(self, batch: int) -> None:
+        model = read_tflite(self._path)
+        shape = model.inputs[0].get_partial_shape()
+        model.reshape([batch, *(d.get_length() for d in list(shape)[1:])])
+        self._compiled[batch] = self._compile(model)
+
+    def wait(self) -> None:
+        """Block until every scheduled size is compiled (benchmarks time the static models)."""
+        self._compiler.submit(lambda: None).result()
 
     def __call__(self, inputs: Any) -> Any:
-        return self.compiled(len(inputs))(inputs)
+        compiled = self._compiled.get(len(inputs))
+        if compiled is None:
+            self._schedule(len(inputs))
+            compiled = self._free
+        return compiled(inputs)
