@@ -72,6 +72,7 @@ class PssSampler:
         self.process_peaks: dict[str, int] = {}
         self.samples = 0
         self.last_bytes = 0
+        self.last_breakdown: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pss-sampler", daemon=True)
 
@@ -97,6 +98,7 @@ class PssSampler:
         self.phase_peaks[self.phase] = max(self.phase_peaks.get(self.phase, 0), total)
         self.samples += 1
         self.last_bytes = total
+        self.last_breakdown = breakdown
         if total > self.peak_bytes:
             self.peak_bytes = total
             self.peak_breakdown = breakdown

@@ -7,12 +7,15 @@ It serves the service for real (`bentoml serve`, random-init weights imported fi
 `--clients` concurrent callers over /v1/analyze, /v1/analyze/batch, /v1/analyze/upload and
 /v1/cluster with good and hostile inputs (bad base64, truncated and non-image files, wrong
 fields, mismatched clusters), and SIGKILLs each runner process once and the API worker once,
-evenly spread over the run. It counts what the callers saw: every status and error code, the
-5xx, and the requests that got no response at all ("lost"), split by whether an API worker
-kill cut them off. Each kill is followed on /health (a runner) or /readyz (the API worker)
-until the service says it is back, without any help from outside. Memory is the PSS of the
-whole serving tree (`benchmarks.server.PssSampler`), sampled through the run; its flatness is
-judged after the warm-up (the first WARMUP_FRACTION of the run).
+one after the other in the first part of the run (KILL_WINDOW). It counts what the callers
+saw: every status and error code, the 5xx, the requests whose connection was closed without a
+response ("cut off", retried like the festora CLI retries them: every route here is
+idempotent) and those that got no response even then ("lost"). Each kill is followed on
+/health (a runner) or /readyz (the API worker) until the service says it is back, without any
+help from outside. Memory is the PSS of the whole serving tree (`benchmarks.server.PssSampler`),
+sampled through the run; its flatness is judged over the kill-free tail only: from REWARM_S
+after the last killed process came back (a restarted process starts small and grows back) or
+the end of the warm-up, whichever is later, to the end.
 """
 
 from __future__ import annotations
@@ -52,8 +55,15 @@ RUNNERS = {  # BentoML service name -> /health model name
 }
 API_WORKER = "festora-vision"
 WARMUP_FRACTION = 0.2
+KILL_WINDOW = (0.1, 0.35)  # kills are spread over this part of the run, one after another
+REWARM_S = 120  # traffic after a restart before that process's memory counts as warm
+MIN_FLAT_WINDOW_S = 300  # a shorter kill-free tail is reported but not judged
+PSS_FLAT_PCT = 5.0
 RECOVERY_TIMEOUT_S = 300
 CLIENT_TIMEOUT_S = 300
+# As festora/cli/client.py: a request cut off without a response is sent again (up to 4
+# attempts, 2, 4 and 8 s apart); every route the soak calls is idempotent.
+CUT_OFF_RETRY_WAITS_S = (2.0, 4.0, 8.0)
 
 
 def _jpeg(rgb: np.ndarray) -> bytes:
@@ -219,7 +229,9 @@ class Tally:
 
     answers: Counter[str] = field(default_factory=Counter)  # "route kind status code"
     wrong: Counter[str] = field(default_factory=Counter)  # answers that were not as expected
-    lost: Counter[str] = field(default_factory=Counter)  # no response at all, by cause
+    cut_off: Counter[str] = field(default_factory=Counter)  # closed without a response, by cause
+    answered_on_retry: int = 0  # cut off, then answered when sent again
+    lost: Counter[str] = field(default_factory=Counter)  # no response even after the retries
     latencies_ms: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     api_kill_window: tuple[float, float] | None = None  # monotonic start, end
@@ -237,20 +249,44 @@ class Tally:
         )
 
 
+def _cause(tally: Tally, exc: Exception) -> str:
+    """Why a request got no response: the API worker kill if it failed during it."""
+    window, failed_at = tally.api_kill_window, time.monotonic()
+    cut = window is not None and window[0] <= failed_at <= window[1]
+    return "api worker killed" if cut else type(exc).__name__
+
+
+def _send(call: Call, client: httpx.Client, tally: Tally) -> httpx.Response | None:
+    """The response to `call`, sent again after a cut-off as the CLI does; None if lost."""
+    for attempt, wait_s in enumerate((*CUT_OFF_RETRY_WAITS_S, None)):
+        try:
+            response = call.send(client)
+        except httpx.TransportError as exc:
+            cause = _cause(tally, exc)
+            with tally.lock:
+                if attempt == 0:
+                    tally.cut_off[cause] += 1
+                if wait_s is None:
+                    tally.lost[cause] += 1
+            if wait_s is None:
+                return None
+            time.sleep(wait_s)
+            continue
+        if attempt:
+            with tally.lock:
+                tally.answered_on_retry += 1
+        return response
+    return None
+
+
 def _client(url: str, seed: int, stop: threading.Event, tally: Tally) -> None:
     rng = random.Random(seed)
     with httpx.Client(base_url=url, timeout=CLIENT_TIMEOUT_S) as client:
         while not stop.is_set():
             call = _calls(rng)
             started = time.monotonic()
-            try:
-                response = call.send(client)
-            except httpx.HTTPError as exc:
-                window, failed_at = tally.api_kill_window, time.monotonic()
-                cut = window is not None and window[0] <= failed_at <= window[1]
-                with tally.lock:
-                    tally.lost["api worker killed" if cut else type(exc).__name__] += 1
-                time.sleep(0.5)
+            response = _send(call, client, tally)
+            if response is None:
                 continue
             problem = _check(call, response)
             try:
@@ -282,6 +318,10 @@ class Kill:
     new_pid: int | None = None
     saw_down: bool = False  # /health (or /readyz) said so, by itself
     recovered_s: float | None = None  # from the kill until the service said it was back
+
+    @property
+    def back_at_s(self) -> float | None:
+        return None if self.recovered_s is None else self.at_s + self.recovered_s
 
 
 def kill_and_watch(url: str, server_pid: int, target: str, t0: float, tally: Tally) -> Kill:
@@ -323,14 +363,17 @@ class SoakReport:
     requests: int
     answers: dict[str, int]
     wrong: dict[str, int]
+    cut_off: dict[str, int]
+    answered_on_retry: int
     lost: dict[str, int]
     server_errors_5xx: int
     unexpected_5xx: int
     kills: list[dict[str, Any]]
     latency_ms_p50: float
     latency_ms_p95: float
-    pss_mb_after_warmup: dict[str, float]
-    pss_drift_pct: float  # (last quarter mean - first post-warm-up quarter mean) / first
+    pss: dict[str, Any]  # the kill-free tail's window, quarter means, per process, by minute
+    pss_drift_pct: float | None  # (tail's last quarter mean - its first quarter mean) / first
+    load_average_1min: dict[str, float]  # the machine's, sampled with the PSS
 
     def failures(self) -> list[str]:
         """What breaks the soak's promises (empty: it held)."""
@@ -339,29 +382,62 @@ class SoakReport:
             found.append(f"{self.unexpected_5xx} unexpected 5xx")
         if self.wrong:
             found.append(f"wrong answers: {self.wrong}")
-        lost = {k: n for k, n in self.lost.items() if k != "api worker killed"}
-        if lost:
-            found.append(f"lost responses: {lost}")
+        if self.lost:
+            found.append(f"lost responses: {self.lost}")
+        if self.pss_drift_pct is not None and abs(self.pss_drift_pct) > PSS_FLAT_PCT:
+            found.append(f"PSS drifted {self.pss_drift_pct} % over the kill-free tail")
         for kill in self.kills:
             if kill["recovered_s"] is None or kill["new_pid"] in (None, kill["old_pid"]):
                 found.append(f"{kill['target']} did not recover by itself: {kill}")
         return found
 
 
-def _pss_stats(samples: list[tuple[float, int]], duration_s: float) -> tuple[dict, float]:
-    after = [pss for t, pss in samples if t >= duration_s * WARMUP_FRACTION]
-    if len(after) < 8:
-        return {}, 0.0
-    quarter = len(after) // 4
-    first = statistics.mean(after[:quarter])
-    last = statistics.mean(after[-quarter:])
-    stats = {
-        "min": round(min(after) / 1e6, 1),
-        "max": round(max(after) / 1e6, 1),
-        "first_quarter_mean": round(first / 1e6, 1),
-        "last_quarter_mean": round(last / 1e6, 1),
+def _mb(values: list[int]) -> float:
+    return round(statistics.mean(values) / 1e6, 1)
+
+
+def pss_stats(
+    samples: list[tuple[float, int, dict[str, int]]], duration_s: float, kills: list[Kill]
+) -> tuple[dict[str, Any], float | None]:
+    """The PSS of the kill-free tail (see the module's docstring) and its drift in percent,
+    None when the tail is shorter than MIN_FLAT_WINDOW_S; `samples` are (s, total, by process)."""
+    backs = [k.back_at_s for k in kills]
+    start = duration_s * WARMUP_FRACTION
+    if backs:
+        start = max(start, max(b if b is not None else duration_s for b in backs) + REWARM_S)
+    tail = [(total, by) for t, total, by in samples if t >= start]
+    by_minute: dict[int, list[int]] = {}
+    for t, total, _ in samples:
+        by_minute.setdefault(int(t // 60), []).append(total)
+    stats: dict[str, Any] = {
+        "tail_from_s": round(start, 1),
+        "tail_s": round(max(0.0, duration_s - start), 1),
+        "mb_by_minute": {m: _mb(v) for m, v in sorted(by_minute.items())},
     }
-    return stats, round(100 * (last - first) / first, 2)
+    if len(tail) < 8:
+        return stats, None
+    quarter = len(tail) // 4
+    first, last = tail[:quarter], tail[-quarter:]
+    totals = [total for total, _ in tail]
+    processes = sorted(set(first[0][1]) & set(last[-1][1]))
+    stats |= {
+        "samples": len(tail),
+        "min_mb": _mb([min(totals)]),
+        "max_mb": _mb([max(totals)]),
+        "first_quarter_mean_mb": _mb([total for total, _ in first]),
+        "last_quarter_mean_mb": _mb([total for total, _ in last]),
+        "by_process_first_last_quarter_mb": {
+            name: [
+                _mb([by.get(name, 0) for _, by in first]),
+                _mb([by.get(name, 0) for _, by in last]),
+            ]
+            for name in processes
+        },
+    }
+    drift = 100 * (stats["last_quarter_mean_mb"] - stats["first_quarter_mean_mb"])
+    drift /= stats["first_quarter_mean_mb"]
+    judged = duration_s - start >= MIN_FLAT_WINDOW_S
+    return stats, round(drift, 2) if judged else None
 
 
 def soak(
@@ -370,15 +446,18 @@ def soak(
     duration_s: float,
     clients: int = 8,
     kill_targets: list[str] | None = None,
+    kill_window: tuple[float, float] = KILL_WINDOW,
     log: Any = print,
 ) -> SoakReport:
     """Drive the served service for `duration_s` with `clients` callers, killing each of
-    `kill_targets` once, evenly spread; returns what the callers and the meters saw."""
+    `kill_targets` once, spread over `kill_window` (fractions of the run) and each after the
+    previous one came back; returns what the callers and the meters saw."""
     targets = list(kill_targets if kill_targets is not None else [*RUNNERS, API_WORKER])
     tally = Tally()
     stop = threading.Event()
     sampler = PssSampler(server_pid, interval_s=2.0)
-    pss: list[tuple[float, int]] = []
+    pss: list[tuple[float, int, dict[str, int]]] = []
+    load: list[float] = []
     t0 = time.monotonic()
     threads = [
         threading.Thread(target=_client, args=(url, seed, stop, tally), daemon=True)
@@ -387,8 +466,10 @@ def soak(
     for thread in threads:
         thread.start()
     kills: list[Kill] = []
-    # kills between 30% and 90% of the run: after the warm-up, with time left to recover
-    kill_times = [duration_s * (0.3 + 0.6 * i / max(1, len(targets))) for i in range(len(targets))]
+    begin, end = kill_window
+    kill_times = [
+        duration_s * (begin + (end - begin) * i / len(targets)) for i in range(len(targets))
+    ]
     next_sample = 0.0
     while (now := time.monotonic() - t0) < duration_s:
         if kill_times and now >= kill_times[0]:
@@ -396,10 +477,11 @@ def soak(
             target = targets[len(kills)]
             log(f"[{now:6.0f} s] SIGKILL {target}")
             kills.append(kill_and_watch(url, server_pid, target, t0, tally))
-            log(f"          {asdict(kills[-1])}")
+            log(f"          {asdict(kills[-1])}, back at {kills[-1].back_at_s} s")
             continue
         if now >= next_sample:
-            pss.append((now, sampler.sample()))
+            pss.append((now, sampler.sample(), sampler.last_breakdown))
+            load.append(os.getloadavg()[0])
             next_sample = now + sampler.interval_s
             if len(pss) % 30 == 0:
                 answered = sum(tally.answers.values())
@@ -408,8 +490,7 @@ def soak(
     stop.set()
     for thread in threads:
         thread.join(timeout=CLIENT_TIMEOUT_S)
-    # PSS flatness only between kills' effects: a restarted process starts small and regrows
-    stats, drift = _pss_stats(pss, duration_s)
+    stats, drift = pss_stats(pss, duration_s, kills)
     latencies = sorted(tally.latencies_ms) or [0.0]
     return SoakReport(
         minutes=round(duration_s / 60, 2),
@@ -417,14 +498,21 @@ def soak(
         requests=sum(tally.answers.values()) + sum(tally.lost.values()),
         answers=dict(sorted(tally.answers.items())),
         wrong=dict(tally.wrong),
+        cut_off=dict(tally.cut_off),
+        answered_on_retry=tally.answered_on_retry,
         lost=dict(tally.lost),
         server_errors_5xx=tally.server_errors(),
         unexpected_5xx=tally.unexpected_5xx(),
         kills=[asdict(k) for k in kills],
         latency_ms_p50=round(latencies[len(latencies) // 2], 1),
         latency_ms_p95=round(latencies[int(len(latencies) * 0.95)], 1),
-        pss_mb_after_warmup=stats,
+        pss=stats,
         pss_drift_pct=drift,
+        load_average_1min={
+            "min": min(load, default=0.0),
+            "mean": round(statistics.mean(load), 2) if load else 0.0,
+            "max": max(load, default=0.0),
+        },
     )
 
 
@@ -445,6 +533,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--no-kills", action="store_true", help="traffic only, no faults")
+    parser.add_argument(
+        "--kill",
+        action="append",
+        choices=[*RUNNERS, API_WORKER],
+        help="kill only these (repeatable; default: every runner, then the API worker)",
+    )
     parser.add_argument("--out", type=Path, help="write the report as JSON here")
     args = parser.parse_args(argv)
 
@@ -456,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
             served.pid,
             args.minutes * 60,
             clients=args.clients,
-            kill_targets=[] if args.no_kills else None,
+            kill_targets=[] if args.no_kills else args.kill,
         )
         health = served.health()
     text = json.dumps({**asdict(report), "health_after": health["status"]}, indent=2)
