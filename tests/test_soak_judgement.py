@@ -1,10 +1,16 @@
-"""How the soak judges memory: only the kill-free tail counts, and a drift past 5 % fails it."""
+"""How the soak judges what it saw: only the kill-free tail's memory counts and a drift past
+5 % fails it; a request cut off without a response is sent again, as the CLI does."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
 
-from benchmarks.soak import REWARM_S, Kill, SoakReport, pss_stats
+import httpx
+
+from benchmarks.soak import REWARM_S, Call, Kill, SoakReport, Tally, _send, pss_stats
+from tests.httpserver import LocalHttpServer, send_bytes
 
 MINUTES_30 = 1800.0
 
@@ -54,3 +60,23 @@ def test_a_tail_too_short_is_reported_but_not_judged() -> None:
     kill = Kill("Brisque", at_s=1500.0, old_pid=1, new_pid=3, saw_down=True, recovered_s=60.0)
     stats, drift = pss_stats(samples(lambda t: 2e9 + 1e7 * t), MINUTES_30, [kill])
     assert stats["tail_s"] < 300 and drift is None
+
+
+def test_a_request_cut_off_without_a_response_is_sent_again_and_not_lost() -> None:
+    answers = iter([None, b'{"ok": true}'])
+
+    def once_cut_off(handler: BaseHTTPRequestHandler, stopping: threading.Event) -> None:
+        body = next(answers)
+        if body is None:  # what a killed API worker's callers see: the connection just closes
+            handler.close_connection = True
+            return
+        send_bytes(body, content_type="application/json")(handler, stopping)
+
+    tally = Tally()
+    with LocalHttpServer() as server, httpx.Client(base_url=server.base_url) as client:
+        server.route("/v1/analyze", once_cut_off)
+        call = Call("analyze", "good", lambda c: c.get("/v1/analyze"), "200")
+        response = _send(call, client, tally)
+    assert response is not None and response.json() == {"ok": True}
+    assert tally.cut_off == {"RemoteProtocolError": 1}
+    assert tally.answered_on_retry == 1 and not tally.lost
