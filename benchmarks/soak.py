@@ -40,6 +40,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 from PIL import Image
 
 from benchmarks.run import WORK, isolated_env
@@ -55,7 +56,7 @@ RUNNERS = {  # BentoML service name -> /health model name
 }
 API_WORKER = "festora-vision"
 WARMUP_FRACTION = 0.2
-KILL_WINDOW = (0.1, 0.35)  # kills are spread over this part of the run, one after another
+KILL_WINDOW = (0.07, 0.3)  # kills are spread over this part of the run, one after another
 REWARM_S = 120  # traffic after a restart before that process's memory counts as warm
 MIN_FLAT_WINDOW_S = 300  # a shorter kill-free tail is reported but not judged
 PSS_FLAT_PCT = 5.0
@@ -316,8 +317,12 @@ class Kill:
     at_s: float  # since the start of the run
     old_pid: int
     new_pid: int | None = None
-    saw_down: bool = False  # /health (or /readyz) said so, by itself
+    # The service was seen without it: /health said so (a runner), or its process was gone
+    # (the API worker: new connections wait in the supervisor's listen backlog meanwhile, so
+    # /readyz just answers late, after `longest_probe_s`).
+    saw_down: bool = False
     recovered_s: float | None = None  # from the kill until the service said it was back
+    longest_probe_s: float = 0.0
 
     @property
     def back_at_s(self) -> float | None:
@@ -332,17 +337,25 @@ def kill_and_watch(url: str, server_pid: int, target: str, t0: float, tally: Tal
     if target == API_WORKER:
         tally.api_kill_window = (killed_at - 1.0, killed_at + RECOVERY_TIMEOUT_S)
     os.kill(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(psutil.TimeoutExpired):
+        proc.wait(timeout=30)
     model = RUNNERS.get(target)
+    kill.saw_down = model is None and not proc.is_running()
     with httpx.Client(base_url=url, timeout=10) as client:
         while time.monotonic() - killed_at < RECOVERY_TIMEOUT_S:
+            probed_at = time.monotonic()
             try:
                 if model is None:
-                    up = client.get("/readyz").status_code == 200
+                    up = (
+                        _pid_of(server_pid, target) not in (None, kill.old_pid)
+                        and client.get("/readyz").status_code == 200
+                    )
                 else:
                     models = {m["name"]: m for m in client.get("/health").json()["models"]}
                     up = models[model]["loaded"]
             except httpx.HTTPError:
                 up = False
+            kill.longest_probe_s = round(max(kill.longest_probe_s, time.monotonic() - probed_at), 1)
             if not up:
                 kill.saw_down = True
             elif kill.saw_down:
@@ -351,9 +364,15 @@ def kill_and_watch(url: str, server_pid: int, target: str, t0: float, tally: Tal
             time.sleep(0.25)
     if target == API_WORKER:
         tally.api_kill_window = (killed_at - 1.0, time.monotonic())
-    with contextlib.suppress(LookupError):
-        kill.new_pid = find_process(server_pid, target).pid
+    kill.new_pid = _pid_of(server_pid, target)
     return kill
+
+
+def _pid_of(server_pid: int, target: str) -> int | None:
+    try:
+        return find_process(server_pid, target).pid
+    except LookupError:
+        return None
 
 
 @dataclass

@@ -50,7 +50,9 @@ def b64(data: bytes) -> str:
 def test_a_killed_runner_costs_no_500_and_health_sees_it_down_then_back(server: Server) -> None:
     """The short soak CI runs (`benchmarks/soak.py` runs it for 30 minutes with every kill)."""
     pid = server.process.pid
-    report = soak(server.url, pid, 150, clients=LIMIT, kill_targets=["NimaTechnical"])
+    report = soak(
+        server.url, pid, 150, clients=LIMIT, kill_targets=["NimaTechnical"], kill_window=(0.3, 0.9)
+    )
     assert report.failures() == [], report
     assert report.server_errors_5xx == sum(
         n for key, n in report.answers.items() if key.split()[2:] == ["503", "model_unavailable"]
