@@ -5,7 +5,10 @@ Plain httpx on the documented v1 routes (the wire contract in API.md), so the CL
 from the server's code (only the domain's packing of embeddings, `embeddings_base64`). One
 `httpx.Client` is shared by every worker thread (it is thread-safe and pools connections).
 "Busy" answers (429 rate_limited, 503 overloaded / model_unavailable) are retried after the
-server's Retry-After, because a whole event is worth waiting for.
+server's Retry-After, because a whole event is worth waiting for. A request cut off without a
+response (an API worker killed mid-request: the supervisor starts a new one, and new
+connections wait for it) or not connected is sent again, a few seconds apart: every route the
+CLI calls is idempotent.
 """
 
 from __future__ import annotations
