@@ -13,8 +13,10 @@ four small wrappers in place, once per process:
   text fields only UTF-8 text, parts under other names are ignored (as pydantic ignores
   unknown JSON keys);
 - the API endpoint: an `ApiError` or a 4xx `BentoMLException` is answered in the envelope and
-  logged at INFO without a traceback; anything else, a `ValidationError` raised past the input
-  included, stays BentoML's 500 with its ERROR line and traceback.
+  logged at INFO without a traceback; a caller gone before its body arrived (in a runner: the
+  API worker killed mid-call) is logged at INFO and answered 499, which nobody reads; anything
+  else, a `ValidationError` raised past the input included, stays BentoML's 500 with its
+  ERROR line and traceback.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from festora.errors import ApiError, ValidationFailed, error_response, validation_details
@@ -36,6 +38,7 @@ logger = logging.getLogger("festora.requests")
 
 T = TypeVar("T")
 _PATCHED = "_festora_request_parsing"
+CALLER_GONE = 499  # nginx's "client closed request": only the access log sees it
 
 
 def install() -> None:
@@ -144,6 +147,9 @@ def _answering_client_errors(endpoint: Any) -> Any:
         except ApiError as exc:
             _log_rejected(request, exc.status_code, exc.code, exc.detail)
             return exc.to_response()
+        except ClientDisconnect:
+            logger.info("caller gone before its body arrived", extra={"path": request.url.path})
+            return Response(status_code=CALLER_GONE)
         except ValidationError as exc:
             # Past the input's parsing this is our bug (a result that fails its own model),
             # not the caller's: BentoML would call it a 400.

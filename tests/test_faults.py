@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -95,6 +96,25 @@ def test_four_times_the_limit_is_shed_at_once_and_health_stays_up(server: Server
     assert len(shed) >= LIMIT, codes  # at most LIMIT worked on at once
     assert all(r.headers["retry-after"] == "2" for r in shed)
     assert health_codes and set(health_codes) == {200}
+
+
+def test_a_caller_gone_mid_body_costs_no_500_and_no_traceback(server: Server) -> None:
+    """What a runner sees of an API worker SIGKILLed while sending it an image."""
+    url = httpx.URL(server.url)
+    head = (
+        "POST /v1/analyze HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100000\r\n\r\n"
+    )
+    before = len(server.log())
+    for _ in range(3):
+        with socket.create_connection((url.host, url.port), timeout=10) as sock:
+            sock.sendall(head.encode() + b'{"image": {"data": "')
+            time.sleep(0.3)  # the body is being read
+    time.sleep(2)
+    log = server.log()[before:]
+    assert "ClientDisconnect" not in log and "status=500" not in log, log[-3000:]
+    assert log.count("status=499") == 3, log[-3000:]
+    assert httpx.get(f"{server.url}/readyz", timeout=30).status_code == 200
 
 
 def test_sigterm_drains_requests_in_flight_and_refuses_new_ones(server: Server) -> None:
