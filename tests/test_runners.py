@@ -146,8 +146,13 @@ def test_batching_and_threads_come_from_the_environment(
 
 
 def test_the_device_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
     from runners.serving.device import DEVICE_ENV, engine_name, wanted_device
 
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert wanted_device() == expected  # auto: a GPU when torch sees one
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
     assert wanted_device() == "cpu" and engine_name("fp32") == "torch-fp32"
     monkeypatch.setenv(DEVICE_ENV, "cuda:1")
     assert wanted_device() == "cuda:1" and engine_name("bf16") == "torch-bf16-cuda:1"

@@ -1,6 +1,7 @@
 """Where NIMA and CLIP compute: FESTORA_DEVICE.
 
-    FESTORA_DEVICE=cpu       OpenVINO (or torch with FESTORA_ENGINE=torch) on the CPU (default)
+    FESTORA_DEVICE=auto      the first NVIDIA GPU torch sees, else the CPU (default)
+    FESTORA_DEVICE=cpu       OpenVINO (or torch with FESTORA_ENGINE=torch) on the CPU
     FESTORA_DEVICE=cuda[:N]  torch on that NVIDIA GPU (the Kubernetes GPU overlay sets it)
 
 OpenVINO's CPU plugin is what makes these models fast on a CPU; on a GPU node torch's CUDA
@@ -10,6 +11,7 @@ where the GPU supports it. The runner's engine names the device, e.g. "torch-bf1
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from typing import TYPE_CHECKING
@@ -23,10 +25,19 @@ DEVICE_ENV = "FESTORA_DEVICE"
 
 
 def wanted_device() -> str:
-    raw = os.environ.get(DEVICE_ENV, "").strip().lower() or "cpu"
+    raw = os.environ.get(DEVICE_ENV, "").strip().lower() or "auto"
+    if raw == "auto":
+        return "cuda" if cuda_available() else "cpu"
     if raw != "cpu" and not re.fullmatch(r"cuda(:\d+)?", raw):
-        raise ValueError(f"{DEVICE_ENV} must be cpu, cuda or cuda:N, got {raw!r}")
+        raise ValueError(f"{DEVICE_ENV} must be auto, cpu, cuda or cuda:N, got {raw!r}")
     return raw
+
+
+@functools.cache
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def on_gpu() -> bool:
