@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import os
 import statistics
@@ -39,6 +40,10 @@ PIPELINES = {
     "blur": {**{k: False for k in ALL_FLAGS}, "run_blur": True},
 }
 MARK_START, MARK_END = "<!-- jobs.py: start -->", "<!-- jobs.py: end -->"
+
+
+def mib(n_bytes: int) -> float:
+    return round(n_bytes / 2**20, 1)
 
 
 def log(message: str) -> None:
@@ -81,16 +86,35 @@ def time_batches(
 def time_job(
     client: httpx.Client, images: list[dict[str, str]], flags: dict[str, bool]
 ) -> dict[str, Any]:
+    """Also what a client polling GET /v1/jobs/{id} saw of the progress: how many distinct
+    `done` counts, whether they only went up, and when the first image was reported done."""
     started = time.perf_counter()
     created = client.post("/v1/jobs", json={"kind": "analyze", "images": images, **flags})
     created.raise_for_status()
     job_id = created.json()["job_id"]
+    seen: list[int] = []
+    first_done_s = None
     while (state := client.get(f"/v1/jobs/{job_id}").json())["status"] in ("queued", "running"):
+        seen.append(state["progress"]["done"])
+        if first_done_s is None and seen[-1] > 0:
+            first_done_s = time.perf_counter() - started
         time.sleep(0.5)
     seconds = time.perf_counter() - started
     if state["status"] != "done":
         raise RuntimeError(f"job ended {state}")
-    return {"seconds": seconds, "failed": state["progress"]["failed"], "job_id": job_id}
+    progress = {
+        "polls": len(seen),
+        "distinct_done_counts": len(set(seen)),
+        "never_went_down": all(a <= b for a, b in itertools.pairwise(seen)),
+        "first_done_after_s": first_done_s,
+        "final": state["progress"],
+    }
+    return {
+        "seconds": seconds,
+        "failed": state["progress"]["failed"],
+        "job_id": job_id,
+        "progress": progress,
+    }
 
 
 def analyze_latencies(
@@ -132,6 +156,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     rounds: list[dict[str, Any]] = []
     with ImageHost(folder) as host, Served(env, WORK / "jobs-serve.log") as served:
         meter = CpuMeter(server_pid=served.pid, helper_pids=[host.process.pid])  # type: ignore[union-attr]
+        sampler = served.sampler
+        assert sampler is not None
         images = [
             {"url": f"{host.url}/{i:05d}.jpg", "image_id": f"IMG_{i:05d}"}
             for i in range(args.images)
@@ -143,15 +169,25 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 order = ("batch", "job") if round_index % 2 == 0 else ("job", "batch")
                 measured: dict[str, Any] = {}
                 for kind in order:
+                    sampler.phase = f"round {round_index + 1} {kind}"
+                    pss_start = sampler.sample()
                     before = meter.snapshot()
                     outcome = (time_batches if kind == "batch" else time_job)(client, images, flags)
                     cpu = CpuMeter.delta(before, meter.snapshot())
                     outcome["images_per_s"] = args.images / outcome["seconds"]
                     outcome["other_users_cpu_pct"] = cpu["other_pct"]
+                    outcome["load_average"] = os.getloadavg()
+                    outcome["pss_mib"] = {
+                        "start": mib(pss_start),
+                        "end": mib(sampler.sample()),
+                        "peak": mib(sampler.phase_peaks[sampler.phase]),
+                    }
                     measured[kind] = outcome
                     log(
                         f"round {round_index + 1} {kind}: {outcome['images_per_s']:.2f} images/s,"
-                        f" {outcome['failed']} failed, other users {cpu['other_pct']}% of the CPU"
+                        f" {outcome['failed']} failed, other users {cpu['other_pct']}% of the CPU,"
+                        f" load {outcome['load_average']}, PSS MiB {outcome['pss_mib']}"
+                        + (f", progress {outcome['progress']}" if kind == "job" else "")
                     )
                 rounds.append(measured)
             log("latency of a lone synchronous client, idle and beside a job")
@@ -185,15 +221,24 @@ def markdown(result: dict[str, Any]) -> str:
         f"| {i + 1} | {r['batch']['images_per_s']:.2f} | {r['job']['images_per_s']:.2f} | "
         f"{r['job']['images_per_s'] / r['batch']['images_per_s']:.2f} | "
         f"{r['batch']['failed']} / {r['job']['failed']} | "
-        f"{r['batch']['other_users_cpu_pct']}% / {r['job']['other_users_cpu_pct']}% |"
+        f"{r['batch']['other_users_cpu_pct']}% / {r['job']['other_users_cpu_pct']}% | "
+        f"{r['batch']['load_average'][0]:.1f} / {r['job']['load_average'][0]:.1f} | "
+        f"{pss(r['batch'])} / {pss(r['job'])} |"
         for i, r in enumerate(result["rounds"])
+    ]
+    progress = [
+        f"round {i + 1}: {p['polls']} polls saw {p['distinct_done_counts']} distinct `done` "
+        f"counts, never going down: {'yes' if p['never_went_down'] else '**no**'}, the first "
+        f"image done after {p['first_done_after_s']:.1f} s"
+        for i, p in enumerate(r["job"]["progress"] for r in result["rounds"])
     ]
     share = 100 * result["job_vs_batch"]
     lat = result["sync_latency"]
     verdict = "pass" if share >= 90 else "**MISS**"
     analyses = ", ".join(k for k, v in result["flags"].items() if v)
     header = ["Round", "Batch images/s", "Job images/s", "Job / batch", "Failed (batch / job)"]
-    header.append("Other users' CPU (batch / job)")
+    header += ["Other users' CPU (batch / job)", "Load average, 1 min, at the end"]
+    header.append("Serving tree PSS MiB, start -> end (peak) (batch / job)")
     return "\n".join(
         [
             MARK_START,
@@ -221,9 +266,19 @@ def markdown(result: dict[str, Any]) -> str:
             f"on the idle service and {lat['beside_job_p50_s']:.3f} s while a job of "
             f"{result['images']} photos ran ({lat['job_done_meanwhile']} of them done by the end "
             "of the probe, then it was cancelled).",
+            "",
+            "Progress a client polling `GET /v1/jobs/{id}` every 0.5 s saw: "
+            + "; ".join(progress)
+            + ".",
+            *(["", result["note"]] if result.get("note") else []),
             MARK_END,
         ]
     )
+
+
+def pss(arm: dict[str, Any]) -> str:
+    used = arm["pss_mib"]
+    return f"{used['start']:.0f} -> {used['end']:.0f} ({used['peak']:.0f})"
 
 
 def record(result: dict[str, Any]) -> None:
@@ -246,10 +301,11 @@ def main() -> int:
     parser.add_argument("--probes", type=int, default=10, help="synchronous latency probes")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server")
     parser.add_argument("--no-record", action="store_true", help="print, do not write RESULTS.md")
+    parser.add_argument("--note", default="", help="a paragraph recorded under the figures")
     args = parser.parse_args()
     os.environ.update(isolated_env(WORK))
     import_weights()
-    result = measure(args)
+    result = {**measure(args), "note": args.note}
     log(
         f"batch {result['batch_images_per_s']:.2f} images/s, job {result['job_images_per_s']:.2f} "
         f"images/s ({100 * result['job_vs_batch']:.0f}%)"
