@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -117,6 +118,31 @@ def time_job(
     }
 
 
+def runner_batches(client: httpx.Client) -> dict[str, list[float]]:
+    """Items and batches each runner method has run so far, from BentoML's adaptive batching
+    histogram on /metrics: how well the runners could batch what they were sent."""
+    totals: dict[str, list[float]] = {}
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        if family.name != "bentoml_service_adaptive_batch_size":
+            continue
+        for sample in family.samples:
+            name = f"{sample.labels['runner_name']}.{sample.labels['method_name']}"
+            if sample.name.endswith("_sum"):
+                totals.setdefault(name, [0.0, 0.0])[0] += sample.value
+            elif sample.name.endswith("_count"):
+                totals.setdefault(name, [0.0, 0.0])[1] += sample.value
+    return totals
+
+
+def mean_batches(before: dict[str, list[float]], after: dict[str, list[float]]) -> dict[str, float]:
+    means = {}
+    for name, (items, batches) in sorted(after.items()):
+        items_before, batches_before = before.get(name, [0.0, 0.0])
+        if batches > batches_before:
+            means[name] = round((items - items_before) / (batches - batches_before), 2)
+    return means
+
+
 def analyze_latencies(
     client: httpx.Client, images: list[dict[str, str]], flags: dict[str, bool]
 ) -> list[float]:
@@ -166,16 +192,24 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             log("warm-up: two batches")
             time_batches(client, images[: 2 * BATCH_SIZE], flags)
             for round_index in range(args.rounds):
-                order = ("batch", "job") if round_index % 2 == 0 else ("job", "batch")
-                measured: dict[str, Any] = {}
+                order = ("batch", "job") if args.first == "batch" else ("job", "batch")
+                if round_index % 2:
+                    order = order[::-1]
+                measured: dict[str, Any] = {"first": order[0]}
                 for kind in order:
                     sampler.phase = f"round {round_index + 1} {kind}"
                     pss_start = sampler.sample()
-                    before = meter.snapshot()
+                    batches_before, before = runner_batches(client), meter.snapshot()
                     outcome = (time_batches if kind == "batch" else time_job)(client, images, flags)
-                    cpu = CpuMeter.delta(before, meter.snapshot())
+                    after = meter.snapshot()
+                    outcome["mean_runner_batch"] = mean_batches(
+                        batches_before, runner_batches(client)
+                    )
+                    cpu = CpuMeter.delta(before, after)
                     outcome["images_per_s"] = args.images / outcome["seconds"]
                     outcome["other_users_cpu_pct"] = cpu["other_pct"]
+                    outcome["server_cpu_s_per_image"] = cpu["server_cpu_s"] / args.images
+                    outcome["server_cpu_s_by_process"] = CpuMeter.per_process(before, after)
                     outcome["load_average"] = os.getloadavg()
                     outcome["pss_mib"] = {
                         "start": mib(pss_start),
@@ -186,6 +220,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     log(
                         f"round {round_index + 1} {kind}: {outcome['images_per_s']:.2f} images/s,"
                         f" {outcome['failed']} failed, other users {cpu['other_pct']}% of the CPU,"
+                        f" server CPU {outcome['server_cpu_s_per_image']:.3f} s/image"
+                        f" {outcome['server_cpu_s_by_process']}, mean runner batches"
+                        f" {outcome['mean_runner_batch']},"
                         f" load {outcome['load_average']}, PSS MiB {outcome['pss_mib']}"
                         + (f", progress {outcome['progress']}" if kind == "job" else "")
                     )
@@ -218,10 +255,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown(result: dict[str, Any]) -> str:
     rows = [
-        f"| {i + 1} | {r['batch']['images_per_s']:.2f} | {r['job']['images_per_s']:.2f} | "
+        f"| {i + 1} ({r['first']} first) | {r['batch']['images_per_s']:.2f} | "
+        f"{r['job']['images_per_s']:.2f} | "
         f"{r['job']['images_per_s'] / r['batch']['images_per_s']:.2f} | "
         f"{r['batch']['failed']} / {r['job']['failed']} | "
         f"{r['batch']['other_users_cpu_pct']}% / {r['job']['other_users_cpu_pct']}% | "
+        f"{r['batch']['server_cpu_s_per_image']:.3f} / {r['job']['server_cpu_s_per_image']:.3f} | "
         f"{r['batch']['load_average'][0]:.1f} / {r['job']['load_average'][0]:.1f} | "
         f"{pss(r['batch'])} / {pss(r['job'])} |"
         for i, r in enumerate(result["rounds"])
@@ -237,7 +276,8 @@ def markdown(result: dict[str, Any]) -> str:
     verdict = "pass" if share >= 90 else "**MISS**"
     analyses = ", ".join(k for k, v in result["flags"].items() if v)
     header = ["Round", "Batch images/s", "Job images/s", "Job / batch", "Failed (batch / job)"]
-    header += ["Other users' CPU (batch / job)", "Load average, 1 min, at the end"]
+    header += ["Other users' CPU (batch / job)", "Server CPU s/image (batch / job)"]
+    header.append("Load average, 1 min, at the end")
     header.append("Serving tree PSS MiB, start -> end (peak) (batch / job)")
     return "\n".join(
         [
@@ -267,6 +307,13 @@ def markdown(result: dict[str, Any]) -> str:
             f"{result['images']} photos ran ({lat['job_done_meanwhile']} of them done by the end "
             "of the probe, then it was cancelled).",
             "",
+            "Mean batch each runner ran (BentoML's adaptive batching, from `/metrics`): "
+            + "; ".join(
+                f"round {i + 1} batch {batches(r['batch'])}, job {batches(r['job'])}"
+                for i, r in enumerate(result["rounds"])
+            )
+            + ".",
+            "",
             "Progress a client polling `GET /v1/jobs/{id}` every 0.5 s saw: "
             + "; ".join(progress)
             + ".",
@@ -274,6 +321,10 @@ def markdown(result: dict[str, Any]) -> str:
             MARK_END,
         ]
     )
+
+
+def batches(arm: dict[str, Any]) -> str:
+    return ", ".join(f"{name} {size:.1f}" for name, size in arm["mean_runner_batch"].items())
 
 
 def pss(arm: dict[str, Any]) -> str:
@@ -298,6 +349,7 @@ def main() -> int:
     parser.add_argument("--long-side", type=int, default=1600, help="largest photo side (px)")
     parser.add_argument("--pipeline", choices=PIPELINES, default="embedding")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--first", choices=("batch", "job"), default="batch", help="round 1's")
     parser.add_argument("--probes", type=int, default=10, help="synchronous latency probes")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server")
     parser.add_argument("--no-record", action="store_true", help="print, do not write RESULTS.md")
