@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import batch_metrics  # noqa: E402
+from benchmarks.batch_metrics import BatchTotals  # noqa: E402
 from benchmarks.load import ALL_FLAGS, EMBEDDING_ONLY  # noqa: E402
 from benchmarks.run import WORK, git_state, import_weights, isolated_env, server_env  # noqa: E402
 from benchmarks.server import CpuMeter, ImageHost, Served  # noqa: E402
@@ -118,29 +119,15 @@ def time_job(
     }
 
 
-def runner_batches(client: httpx.Client) -> dict[str, list[float]]:
-    """Items and batches each runner method has run so far, from BentoML's adaptive batching
-    histogram on /metrics: how well the runners could batch what they were sent."""
-    totals: dict[str, list[float]] = {}
-    for family in text_string_to_metric_families(client.get("/metrics").text):
-        if family.name != "bentoml_service_adaptive_batch_size":
-            continue
-        for sample in family.samples:
-            name = f"{sample.labels['runner_name']}.{sample.labels['method_name']}"
-            if sample.name.endswith("_sum"):
-                totals.setdefault(name, [0.0, 0.0])[0] += sample.value
-            elif sample.name.endswith("_count"):
-                totals.setdefault(name, [0.0, 0.0])[1] += sample.value
-    return totals
+def runner_batches(client: httpx.Client) -> dict[str, BatchTotals]:
+    return batch_metrics.parse(client.get("/metrics").text)
 
 
-def mean_batches(before: dict[str, list[float]], after: dict[str, list[float]]) -> dict[str, float]:
-    means = {}
-    for name, (items, batches) in sorted(after.items()):
-        items_before, batches_before = before.get(name, [0.0, 0.0])
-        if batches > batches_before:
-            means[name] = round((items - items_before) / (batches - batches_before), 2)
-    return means
+def mean_batches(before: dict[str, BatchTotals], after: dict[str, BatchTotals]) -> dict[str, float]:
+    """Each runner's mean adaptive batch between two scrapes: how well it could batch what it
+    was sent."""
+    between = batch_metrics.batches_between(before, after)
+    return {runner: counts["mean_batch_size"] for runner, counts in between.items()}
 
 
 def analyze_latencies(
