@@ -73,6 +73,7 @@ class PssSampler:
         self.samples = 0
         self.last_bytes = 0
         self.last_breakdown: dict[str, int] = {}
+        self.last_uss: dict[str, int] = {}  # pages private to each process, by the same names
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pss-sampler", daemon=True)
 
@@ -86,19 +87,23 @@ class PssSampler:
 
     def sample(self) -> int:
         breakdown: dict[str, int] = {}
+        uss: dict[str, int] = {}
         for proc in process_tree(self.pid):
             try:
-                pss = int(proc.memory_full_info().pss)
+                memory = proc.memory_full_info()
+                pss = int(memory.pss)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
             name = f"{short_name(proc)} [{proc.pid}]"
             breakdown[name] = pss
+            uss[name] = int(memory.uss)
             self.process_peaks[name] = max(self.process_peaks.get(name, 0), pss)
         total = sum(breakdown.values())
         self.phase_peaks[self.phase] = max(self.phase_peaks.get(self.phase, 0), total)
         self.samples += 1
         self.last_bytes = total
         self.last_breakdown = breakdown
+        self.last_uss = uss
         if total > self.peak_bytes:
             self.peak_bytes = total
             self.peak_breakdown = breakdown

@@ -476,6 +476,7 @@ def soak(
     stop = threading.Event()
     sampler = PssSampler(server_pid, interval_s=2.0)
     pss: list[tuple[float, int, dict[str, int]]] = []
+    uss: list[tuple[float, int, dict[str, int]]] = []
     load: list[float] = []
     t0 = time.monotonic()
     threads = [
@@ -500,6 +501,7 @@ def soak(
             continue
         if now >= next_sample:
             pss.append((now, sampler.sample(), sampler.last_breakdown))
+            uss.append((now, sum(sampler.last_uss.values()), sampler.last_uss))
             load.append(os.getloadavg()[0])
             next_sample = now + sampler.interval_s
             if len(pss) % 30 == 0:
@@ -510,6 +512,10 @@ def soak(
     for thread in threads:
         thread.join(timeout=CLIENT_TIMEOUT_S)
     stats, drift = pss_stats(pss, duration_s, kills)
+    # USS is what each process holds alone: unlike PSS it does not move when other processes
+    # on the machine map the same libraries, or stop mapping them.
+    private, _ = pss_stats(uss, duration_s, kills)
+    stats["uss_by_process_first_last_quarter_mb"] = private.get("by_process_first_last_quarter_mb")
     latencies = sorted(tally.latencies_ms) or [0.0]
     return SoakReport(
         minutes=round(duration_s / 60, 2),
