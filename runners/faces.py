@@ -151,7 +151,7 @@ class FaceAnalyzer(ModelRunner):
             precision,
             threads,
             pixels=(-1.0, 1.0),
-            warm=[len(blazeface.plan_views(*size)) for size in COMMON_SIZES],
+            common=[len(blazeface.plan_views(*size)) for size in COMMON_SIZES],
         )
         unit = (0.0, 1.0)  # the mesh's and the iris model's input range
         self._mesh = compile_tflite(read_tflite(path / FACE_MESH_FILE), precision, threads, unit)

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import functools
 import os
-import threading
 from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from runners.serving.openvino_ir import cpu_config
@@ -44,11 +43,11 @@ def compile_tflite(
 
 
 class PerBatchSize:
-    """A model compiled for each batch size it is called with. A static shape computes about
-    10 % faster on the CPU than a free batch dimension (benchmarks/FACES.md), and the face
-    detector meets a handful of sizes only: its view count per photo (2 to 27). Static shapes
-    are compiled one at a time in the background (a compile takes seconds on a busy machine);
-    until a size's is ready, the free-batch model computes it."""
+    """A model with static shapes for the batch sizes it meets most. A static shape computes
+    about 10 % faster on the CPU than a free batch dimension (benchmarks/FACES.md) but holds
+    its own buffers (25-40 MB for the face detector's 2-27 views), so only the `common` sizes
+    get one, compiled one at a time in the background (a compile takes seconds on a busy
+    machine); the free-batch model computes every other size, and these until they are ready."""
 
     def __init__(
         self,
@@ -56,40 +55,30 @@ class PerBatchSize:
         precision: Precision,
         threads: int,
         pixels: tuple[float, float],
-        warm: Iterable[int] = (),
+        common: Iterable[int] = (),
     ) -> None:
         self._compile = functools.partial(
             compile_tflite, precision=precision, threads=threads, pixels=pixels
         )
         self._path = path
         self._free = self._compile(read_tflite(path))
-        self._compiled: dict[int, Any] = {}
-        self._scheduled: set[int] = set()
-        self._lock = threading.Lock()
+        self._static: dict[int, Any] = {}
         self._compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tflite-compile")
-        for batch in warm:
-            self._schedule(batch)
-
-    def _schedule(self, batch: int) -> Future[None] | None:
-        with self._lock:
-            if batch in self._scheduled:
-                return None
-            self._scheduled.add(batch)
-        return self._compiler.submit(self._compile_static, batch)
+        for batch in sorted(set(common)):
+            self._compiler.submit(self._compile_static, batch)
 
     def _compile_static(self, batch: int) -> None:
         model = read_tflite(self._path)
         shape = model.inputs[0].get_partial_shape()
         model.reshape([batch, *(d.get_length() for d in list(shape)[1:])])
-        self._compiled[batch] = self._compile(model)
+        self._static[batch] = self._compile(model)
 
     def wait(self) -> None:
-        """Block until every scheduled size is compiled (benchmarks time the static models)."""
+        """Block until the static shapes are compiled (benchmarks time what a warm runner runs)."""
         self._compiler.submit(lambda: None).result()
 
+    def static_sizes(self) -> list[int]:
+        return sorted(self._static)
+
     def __call__(self, inputs: Any) -> Any:
-        compiled = self._compiled.get(len(inputs))
-        if compiled is None:
-            self._schedule(len(inputs))
-            compiled = self._free
-        return compiled(inputs)
+        return self._static.get(len(inputs), self._free)(inputs)
