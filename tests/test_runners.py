@@ -161,6 +161,25 @@ def test_the_device_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
         wanted_device()
 
 
+def test_auto_asks_torch_for_a_gpu_only_where_nvidias_driver_is_loaded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import torch
+
+    from runners.serving import device
+
+    def must_not_be_asked() -> bool:
+        raise AssertionError("torch.cuda.is_available() loads the CUDA runtime")
+
+    monkeypatch.setattr(device, "NVIDIA_DRIVER", tmp_path / "absent")
+    monkeypatch.setattr(torch.cuda, "is_available", must_not_be_asked)
+    device.cuda_available.cache_clear()
+    try:
+        assert device.wanted_device() == "cpu"
+    finally:
+        device.cuda_available.cache_clear()
+
+
 def test_a_gpu_runner_without_a_gpu_says_so(
     model_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
