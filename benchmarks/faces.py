@@ -43,7 +43,6 @@ def runner(detector: str) -> Any:
     made = FaceAnalyzer()
     if not made.loaded:
         raise SystemExit(f"face runner not loaded: {made.error}")
-    made._detector.wait()  # time the static shapes a served runner settles on
     return made
 
 

@@ -45,14 +45,12 @@ def test_static_batch_sizes_compute_what_the_free_batch_model_computes(
 ) -> None:
     model = PerBatchSize(detector_file, "fp32", 1, pixels=(-1.0, 1.0), common=[3])
     free = compile_tflite(read_tflite(detector_file), "fp32", 1, (-1.0, 1.0))
-    model.wait()
     assert model.static_sizes() == [3]
     for want, have in zip(free(images).values(), model(images).values(), strict=True):
         np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-3)
     # Another size is computed by the free model and gets no buffers of its own.
     for want, have in zip(free(images[:2]).values(), model(images[:2]).values(), strict=True):
         np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-3)
-    model.wait()
     assert model.static_sizes() == [3]
     model._free = None  # size 3 must not need the free model
     model(images)

@@ -6,10 +6,8 @@ compiled into the graph, one fused step instead of a float copy per crop.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from runners.serving.openvino_ir import cpu_config
@@ -46,8 +44,9 @@ class PerBatchSize:
     """A model with static shapes for the batch sizes it meets most. A static shape computes
     about 10 % faster on the CPU than a free batch dimension (benchmarks/FACES.md) but holds
     its own buffers (25-40 MB for the face detector's 2-27 views), so only the `common` sizes
-    get one, compiled one at a time in the background (a compile takes seconds on a busy
-    machine); the free-batch model computes every other size, and these until they are ready."""
+    get one; the free-batch model computes every other size. All are compiled here, before
+    the first call: a size is always computed by the same model, so an image's results do not
+    depend on when it was sent (bf16 rounds differently in the two)."""
 
     def __init__(
         self,
@@ -57,25 +56,13 @@ class PerBatchSize:
         pixels: tuple[float, float],
         common: Iterable[int] = (),
     ) -> None:
-        self._compile = functools.partial(
-            compile_tflite, precision=precision, threads=threads, pixels=pixels
-        )
-        self._path = path
-        self._free = self._compile(read_tflite(path))
+        self._free = compile_tflite(read_tflite(path), precision, threads, pixels)
         self._static: dict[int, Any] = {}
-        self._compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tflite-compile")
         for batch in sorted(set(common)):
-            self._compiler.submit(self._compile_static, batch)
-
-    def _compile_static(self, batch: int) -> None:
-        model = read_tflite(self._path)
-        shape = model.inputs[0].get_partial_shape()
-        model.reshape([batch, *(d.get_length() for d in list(shape)[1:])])
-        self._static[batch] = self._compile(model)
-
-    def wait(self) -> None:
-        """Block until the static shapes are compiled (benchmarks time what a warm runner runs)."""
-        self._compiler.submit(lambda: None).result()
+            model = read_tflite(path)
+            shape = model.inputs[0].get_partial_shape()
+            model.reshape([batch, *(d.get_length() for d in list(shape)[1:])])
+            self._static[batch] = compile_tflite(model, precision, threads, pixels)
 
     def static_sizes(self) -> list[int]:
         return sorted(self._static)
