@@ -45,6 +45,7 @@ from PIL import Image
 
 from benchmarks.run import WORK, isolated_env
 from benchmarks.server import PssSampler, Served, process_tree, short_name
+from festora.health import STATUS_TTL_SECONDS
 
 RUNNERS = {  # BentoML service name -> /health model name
     "CLIPEncoder": "clip",
@@ -351,14 +352,21 @@ def kill_and_watch(url: str, server_pid: int, target: str, t0: float, tally: Tal
                         and client.get("/readyz").status_code == 200
                     )
                 else:
+                    # /health re-asks a runner every STATUS_TTL_SECONDS: one restarted within
+                    # that is back before /health could show it down. Back = a new process,
+                    # and loaded by an answer asked after the kill.
                     models = {m["name"]: m for m in client.get("/health").json()["models"]}
                     up = models[model]["loaded"]
+                    if not up:
+                        kill.saw_down = True
+                    fresh = probed_at - killed_at > STATUS_TTL_SECONDS
+                    up = up and fresh and _pid_of(server_pid, target) not in (None, kill.old_pid)
             except httpx.HTTPError:
                 up = False
             kill.longest_probe_s = round(max(kill.longest_probe_s, time.monotonic() - probed_at), 1)
-            if not up:
+            if not up and model is None:
                 kill.saw_down = True
-            elif kill.saw_down:
+            elif up and (kill.saw_down or model is not None):
                 kill.recovered_s = round(time.monotonic() - killed_at, 1)
                 break
             time.sleep(0.25)
