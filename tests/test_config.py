@@ -10,6 +10,7 @@ import pytest
 from festora import config
 from festora.config import Settings, env_value
 from festora.models import RUNNER_SPECS
+from runners.serving.device import DEVICE_ENV
 from runners.serving.openvino_ir import ENGINE_ENV
 from runners.serving.precision import PRECISION_ENV
 
@@ -21,7 +22,7 @@ RUNNER_KNOBS = {
     f"{spec.env_prefix}_{knob}"
     for spec in RUNNER_SPECS.values()
     for knob in ("MAX_BATCH_SIZE", "MAX_LATENCY_MS", "NUM_THREADS", "TIMEOUT_S")
-} | {PRECISION_ENV, ENGINE_ENV, "EMOTION_DEEPFACE_HOME"}
+} | {PRECISION_ENV, ENGINE_ENV, DEVICE_ENV, "EMOTION_DEEPFACE_HOME"}
 
 
 @pytest.fixture
