@@ -24,7 +24,7 @@ import numpy as np
 
 from benchmarks import face_photos
 from benchmarks.face_photos import iou
-from benchmarks.machine import describe, matmul_gflops
+from benchmarks.machine import ceiling_dtypes, describe, matmul_gflops
 from festora import preprocess
 from festora.config import get_settings
 
@@ -149,10 +149,8 @@ def main() -> None:
     print(
         f"machine: {machine['cpu_model']}, {machine['logical_cores']} cores, load {os.getloadavg()}"
     )
-    print(
-        f"matmul 2048 on 1 thread, GFLOP/s: fp32 {matmul_gflops('float32', 1)}, "
-        f"bf16 {matmul_gflops('bfloat16', 1)}"
-    )
+    ceilings = ", ".join(f"{d} {matmul_gflops(d, 1)}" for d in ceiling_dtypes())
+    print(f"matmul 2048 on 1 thread, GFLOP/s: {ceilings}")
     print("\n## Detection\n")
     print("\n".join(detection_table(runners, photos)))
     print("\n## Pasted faces (blazeface)\n")

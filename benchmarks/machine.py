@@ -1,6 +1,7 @@
 """What machine the numbers came from, and its measured arithmetic ceiling.
 
-The ceiling is torch's own 2048 x 2048 matmul on the machine's cores (fp32 and bf16): the
+The ceiling is torch's own 2048 x 2048 matmul on the machine's cores (fp32, and bf16 where the
+CPU computes it natively: emulated, one bf16 matmul takes minutes and no runner uses it): the
 best a dense model could ever do here, so the pipeline's effective GFLOP/s is compared to it.
 Run as a child process (`python -m benchmarks.machine OUT.json`) so its threads and memory
 never mix with the serving processes.
@@ -83,14 +84,19 @@ def matmul_gflops(dtype_name: str, threads: int, seconds: float = 2.0) -> dict[s
     return {"best": round(rates[-1], 1), "median": round(rates[len(rates) // 2], 1)}
 
 
+def ceiling_dtypes() -> tuple[str, ...]:
+    """The dtypes the service computes in on this CPU (see runners.serving.precision)."""
+    from runners.serving.precision import cpu_has_native_bf16
+
+    return ("float32", "bfloat16") if cpu_has_native_bf16() else ("float32",)
+
+
 def probe(threads: int) -> dict[str, Any]:
     return {
         **describe(),
         "matmul_threads": threads,
         "matmul_n": MATMUL_N,
-        "matmul_gflops": {
-            dtype: matmul_gflops(dtype, threads) for dtype in ("float32", "bfloat16")
-        },
+        "matmul_gflops": {dtype: matmul_gflops(dtype, threads) for dtype in ceiling_dtypes()},
     }
 
 

@@ -47,7 +47,11 @@ def efficiency(results: dict[str, Any]) -> dict[str, Any]:
             "gflop_per_image": round(per_image[s["pipeline"]] / 1e9, 2),
             "effective_gflops": round(gflops, 1),
             "pct_of_fp32_ceiling": round(100 * gflops / ceiling["float32"]["best"], 1),
-            "pct_of_bf16_ceiling": round(100 * gflops / ceiling["bfloat16"]["best"], 1),
+            "pct_of_bf16_ceiling": (
+                round(100 * gflops / ceiling["bfloat16"]["best"], 1)
+                if "bfloat16" in ceiling
+                else None
+            ),
         }
     return {
         "gflop_per_image": {k: round(v / 1e9, 3) for k, v in per_image.items()},
@@ -84,10 +88,7 @@ def markdown(results: dict[str, Any]) -> str:
                 ],
                 [
                     f"matmul {m['matmul_n']}x{m['matmul_n']}, {m['matmul_threads']} threads",
-                    f"fp32 {m['matmul_gflops']['float32']['best']} GFLOP/s, "
-                    f"bf16 {m['matmul_gflops']['bfloat16']['best']} GFLOP/s (best round; medians "
-                    f"{m['matmul_gflops']['float32']['median']} / "
-                    f"{m['matmul_gflops']['bfloat16']['median']})",
+                    _ceilings(m["matmul_gflops"]),
                 ],
             ],
         ),
@@ -384,6 +385,15 @@ def _baseline_ratios(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _ceilings(gflops: dict[str, dict[str, float]]) -> str:
+    """The matmul ceilings, best round first, medians after."""
+    names = {"float32": "fp32", "bfloat16": "bf16"}
+    best = ", ".join(f"{names[d]} {v['best']} GFLOP/s" for d, v in gflops.items())
+    medians = " / ".join(str(v["median"]) for v in gflops.values())
+    native = "" if "bfloat16" in gflops else "; bf16 not native here, not measured"
+    return f"{best} (best round; medians {medians}){native}"
+
+
 def _efficiency(results: dict[str, Any]) -> list[str]:
     eff = results.get("efficiency")
     if not eff:
@@ -395,7 +405,7 @@ def _efficiency(results: dict[str, Any]) -> list[str]:
             _fmt(v["gflop_per_image"]),
             _fmt(v["effective_gflops"], 1),
             f"{v['pct_of_fp32_ceiling']:.1f}%",
-            f"{v['pct_of_bf16_ceiling']:.1f}%",
+            "n/a" if v["pct_of_bf16_ceiling"] is None else f"{v['pct_of_bf16_ceiling']:.1f}%",
         ]
         for name, v in eff["scenarios"].items()
     ]
