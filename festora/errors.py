@@ -82,6 +82,16 @@ class ModelUnavailable(ApiError):
         super().__init__(message, detail=detail, headers={"Retry-After": str(retry_after)})
 
 
+class Overloaded(ApiError):
+    """More work than the service can do in time: the caller retries after `retry_after` s."""
+
+    status_code = 503
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after: int, detail: Any = None) -> None:
+        super().__init__(message, detail=detail, headers={"Retry-After": str(retry_after)})
+
+
 def error_response(
     status_code: int,
     code: str,

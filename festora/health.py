@@ -17,9 +17,10 @@ from typing import Any
 
 import aiohttp
 import anyio
+from bentoml.exceptions import ServiceUnavailable
 
 from festora.config import Settings
-from festora.errors import ModelNotReady, ModelUnavailable
+from festora.errors import ModelNotReady, ModelUnavailable, Overloaded
 from festora.schemas import HealthResponse, ModelStatus
 
 logger = logging.getLogger("festora.health")
@@ -122,20 +123,29 @@ class RunnerHealth:
     async def call(self, name: str, call: Callable[[], Awaitable[Any]]) -> Any:
         """`call()` to the runner `name`. Every runner verb is idempotent, so a call cut off by
         its runner dying (or restarting) is sent once more on a fresh connection; if that fails
-        too the caller gets a 503 model_unavailable to retry."""
+        too the caller gets a 503 model_unavailable to retry. A runner past its latency budget
+        (its batch queue refuses, or it does not answer in its timeout) is a 503 overloaded."""
         try:
-            return await call()
-        except aiohttp.ClientConnectionError as exc:
-            self.forget(name)
-            logger.warning("runner call failed", extra={"model": name, "error": repr(exc)})
-        await asyncio.sleep(RECONNECT_DELAY_SECONDS)
-        try:
-            return await call()
-        except aiohttp.ClientConnectionError as exc:
-            self.forget(name)
-            logger.warning("runner unavailable", extra={"model": name, "error": repr(exc)})
-            raise ModelUnavailable(
-                f"model unavailable: {name} (restarting); retry shortly",
+            try:
+                return await call()
+            except aiohttp.ClientConnectionError as exc:
+                self.forget(name)
+                logger.warning("runner call failed", extra={"model": name, "error": repr(exc)})
+            await asyncio.sleep(RECONNECT_DELAY_SECONDS)
+            try:
+                return await call()
+            except aiohttp.ClientConnectionError as exc:
+                self.forget(name)
+                logger.warning("runner unavailable", extra={"model": name, "error": repr(exc)})
+                raise ModelUnavailable(
+                    f"model unavailable: {name} (restarting); retry shortly",
+                    retry_after=RETRY_AFTER_SECONDS,
+                    detail={"models": [name]},
+                ) from exc
+        except (ServiceUnavailable, TimeoutError) as exc:
+            logger.warning("runner overloaded", extra={"model": name, "error": repr(exc)})
+            raise Overloaded(
+                f"model overloaded: {name} cannot take more work in time; retry shortly",
                 retry_after=RETRY_AFTER_SECONDS,
                 detail={"models": [name]},
             ) from exc

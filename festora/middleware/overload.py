@@ -12,7 +12,7 @@ import logging
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from festora.errors import error_response
+from festora.errors import Overloaded
 from festora.middleware import is_guarded
 
 logger = logging.getLogger("festora.overload")
@@ -31,14 +31,12 @@ class ConcurrencyLimitMiddleware:
             return
         if self.active >= self.limit:
             logger.warning("overloaded", extra={"path": scope["path"], "active": self.active})
-            response = error_response(
-                503,
-                "overloaded",
+            refusal = Overloaded(
                 f"the service is at capacity ({self.limit} requests in progress); "
                 f"retry in {self.retry_after} s",
-                headers={"Retry-After": str(self.retry_after)},
+                retry_after=self.retry_after,
             )
-            await response(scope, receive, send)
+            await refusal.to_response()(scope, receive, send)
             return
         self.active += 1
         try:
