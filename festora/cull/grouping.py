@@ -29,8 +29,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from festora.cull.schemas import CullOptions, GroupKind
 from festora.cull.signals import Frame
@@ -218,6 +216,11 @@ def _phash_close(a: Frame, b: Frame, options: CullOptions) -> bool:
 
 
 def _components(n: int, links: Links) -> list[int]:
+    # scipy here, not at the top: every serving process imports the routes (runners too),
+    # and scipy.sparse costs each of them ~30 MB and 0.4 s of start-up.
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     if not links:
         return list(range(n))
     a, b = np.array(links, dtype=np.int64).T
