@@ -9,7 +9,10 @@ photo at `DEEPFACE_LONG_SIDE`, each face aligned and scored by `DeepFace.analyze
 mesh, eyes, pose and sharpness are computed from its boxes the same way.
 
 Emotion is DeepFace's CNN (`festora-emotion`) on each aligned face crop, prepared exactly as
-`DeepFace.analyze(crop, detector_backend="skip")` prepares a face.
+`DeepFace.analyze(crop, detector_backend="skip")` prepares a face, computed by OpenVINO from
+the IR the import stores (`runners.emotion`), or by DeepFace with torch where there is none
+(FESTORA_ENGINE=torch, a GPU in FESTORA_DEVICE, a store imported before). Torch is loaded only
+then, or with FACE_DETECTOR=deepface.
 
 Face sharpness is the variance of the Laplacian inside the face oval (from the mesh, shrunk by
 `SHARPNESS_ERODE_PX` so the face's outline against the background does not count), measured on
@@ -35,7 +38,7 @@ import bentoml
 import cv2
 import numpy as np
 
-from festora.config import env_value, get_settings
+from festora.config import Settings, env_value, get_settings
 from festora.models import (
     EMOTION,
     FACE_DETECTOR_FILE,
@@ -49,7 +52,7 @@ from festora.models import (
 )
 from festora.preprocess import FACE_LONG_SIDE
 from festora.schemas import ModelStatus
-from runners import blazeface, face_mesh
+from runners import blazeface, emotion, face_mesh
 from runners.serving.base import (
     ModelRunner,
     Uint8Array,
@@ -58,12 +61,12 @@ from runners.serving.base import (
     set_threads,
 )
 from runners.serving.memory import trim_after_batch
+from runners.serving.openvino_ir import compile_ir
 from runners.serving.precision import compute_precision
 from runners.serving.tflite import PerBatchSize, compile_tflite, read_tflite
 
 _CONFIG = runner_config(FACES)
 
-EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 MAX_FACES = 50
 DEEPFACE_LONG_SIDE = 640  # the seed's analysis size for DeepFace's detectors
 SHARPNESS_FACE_PX = 48
@@ -129,11 +132,6 @@ def sharpness(image: np.ndarray, box: np.ndarray, angle: float, oval: np.ndarray
     return round(float(laplacian[mask.astype(bool)].var()), 3)
 
 
-def _scores(prediction: np.ndarray) -> dict[str, float]:
-    total = float(prediction.sum())
-    return {name: 100.0 * float(p) / total for name, p in zip(EMOTIONS, prediction, strict=True)}
-
-
 @bentoml.service(**service_options(_CONFIG))
 class FaceAnalyzer(ModelRunner):
     """Every face of an image and what culling needs to know about it (see the module doc)."""
@@ -143,7 +141,6 @@ class FaceAnalyzer(ModelRunner):
     def _load(self, provenance: Provenance) -> None:
         settings = get_settings()
         threads = self.config.num_threads
-        set_threads(threads)
         precision = compute_precision()
         path = provenance.path
         self._detector = PerBatchSize(
@@ -158,18 +155,31 @@ class FaceAnalyzer(ModelRunner):
         self._iris = compile_tflite(read_tflite(path / IRIS_FILE), precision, threads, unit)
 
         _, self.emotion_provenance = resolve(EMOTION)
+        self._emotion_ir = compile_ir(self.emotion_provenance.path, "fp32", threads)
+        self.detector_kind = settings.face_detector
+        self.detector = "blazeface-full"
+        uses_deepface = self._emotion_ir is None or self.detector_kind == "deepface"
+        set_threads(threads, torch=uses_deepface)
+        if uses_deepface:
+            self._load_deepface(settings)
+        models = f"{self.detector}, face mesh, iris"
+        if self._emotion_ir is not None:
+            self.engine = f"openvino-{precision} ({models}, emotion)"
+        else:
+            self.engine = f"openvino-{precision} ({models}) + deepface-pytorch"
+        self._analyze(np.full((64, 64, 3), 128, np.uint8))  # warm-up
+
+    def _load_deepface(self, settings: Settings) -> None:
+        """DeepFace with torch: its emotion model where there is no IR, its detector with
+        FACE_DETECTOR=deepface."""
         os.environ["DEEPFACE_BACKEND_ENGINE"] = "pytorch"  # the stored file is a torch state dict
         home = deepface_home()
         install_weights(self.emotion_provenance.path / EMOTION.weights_file, home)
         os.environ["DEEPFACE_HOME"] = str(home)
         from deepface import DeepFace
-        from deepface.modules import preprocessing
 
         self._deepface = DeepFace
-        self._resize_face = preprocessing.resize_image
-        self._emotion = DeepFace.build_model(task="facial_attribute", model_name="Emotion")
-
-        self.detector_kind = settings.face_detector
+        self._emotion_torch = DeepFace.build_model(task="facial_attribute", model_name="Emotion")
         if self.detector_kind == "deepface":
             from deepface.modules.detection import extract_face
 
@@ -179,24 +189,20 @@ class FaceAnalyzer(ModelRunner):
                 task="face_detector", model_name=self.deepface_detector
             )
             self.detector = DETECTOR_NAMES.get(self.deepface_detector, self.deepface_detector)
-        else:
-            self.detector = "blazeface-full"
-        self.engine = f"openvino-{precision} ({self.detector}, face mesh, iris) + deepface-pytorch"
-        self._analyze(np.full((64, 64, 3), 128, np.uint8))  # warm-up
 
     def model_status(self) -> ModelStatus:
         """The face models' status, with the emotion weights' kind and caveat folded in: the
         face models are real in every mode, the emotion CNN follows WEIGHTS."""
         status = super().model_status()
-        emotion = getattr(self, "emotion_provenance", None)
-        if emotion is None:
+        store = getattr(self, "emotion_provenance", None)
+        if store is None:
             return status
-        warnings = [w for w in (status.warning, emotion.warning) if w]
+        warnings = [w for w in (status.warning, store.warning) if w]
         return status.model_copy(
             update={
-                "tag": f"{status.tag}, {emotion.tag}",
+                "tag": f"{status.tag}, {store.tag}",
                 "weights": "random-init"
-                if "random-init" in (status.weights, emotion.weights)
+                if "random-init" in (status.weights, store.weights)
                 else status.weights,
                 "warning": "; ".join(warnings) or None,
             }
@@ -256,7 +262,7 @@ class FaceAnalyzer(ModelRunner):
                     "box": np.array([x, y, w, h], dtype=np.float64) / factor,
                     "score": round(float(face.facial_area.confidence or 0), 2),
                     "eyes": eyes,
-                    "scores": {name: float(scored["emotion"][name]) for name in EMOTIONS},
+                    "scores": {name: float(scored["emotion"][name]) for name in emotion.EMOTIONS},
                 }
             )
         return found
@@ -277,9 +283,12 @@ class FaceAnalyzer(ModelRunner):
         detector_backend="skip" prepares it (224 px letterbox in [0, 1], then its 48 px gray)."""
         if not crops_bgr:
             return []
-        batch = [self._resize_face(c.astype(np.float32) / 255.0, (224, 224))[0] for c in crops_bgr]
-        predictions = np.asarray(self._emotion.predict(batch)).reshape(len(batch), -1)
-        return [_scores(p) for p in predictions]
+        boxed = emotion.letterboxed(crops_bgr)
+        if self._emotion_ir is not None:
+            predictions = np.asarray(self._emotion_ir(emotion.cnn_input(boxed))[0])
+        else:
+            predictions = np.asarray(self._emotion_torch.predict(boxed))
+        return [emotion.scores(p) for p in predictions.reshape(len(boxed), -1)]
 
     def _analyze(self, image: np.ndarray) -> dict[str, Any]:
         height, width = image.shape[:2]

@@ -449,17 +449,27 @@ def _stage_nima(p: Plan, out: Path, opts: Options) -> dict[str, Any]:
 
 
 def _stage_emotion(p: Plan, out: Path, opts: Options) -> dict[str, Any]:
+    import openvino as ov
     import torch
     from deepface.models.demography.pytorch.Emotion import EmotionModel
+
+    from runners.emotion import INPUT_SIZE, channels_last_forward
 
     dest = out / p.spec.weights_file
     if p.weights == "random-init":
         opts.log("    building deepface EmotionModel (random)")
         torch.manual_seed(opts.seed)
-        torch.save(EmotionModel().state_dict(), dest)
-        return {"seed": opts.seed}
-    meta = _real_file(p, dest, opts.log)
-    EmotionModel().load_state_dict(torch.load(dest, map_location="cpu", weights_only=True))
+        net = EmotionModel()
+        torch.save(net.state_dict(), dest)
+        meta: dict[str, Any] = {"seed": opts.seed}
+    else:
+        meta = _real_file(p, dest, opts.log)
+        net = EmotionModel()
+        net.load_state_dict(torch.load(dest, map_location="cpu", weights_only=True))
+    opts.log("    exporting the OpenVINO IR the face runner scores emotion with")
+    example = torch.zeros((1, INPUT_SIZE, INPUT_SIZE, 1))
+    shape = ov.PartialShape([-1, INPUT_SIZE, INPUT_SIZE, 1])
+    save_ir(channels_last_forward(net.eval()), example, shape, out / IR_FILE)
     return meta
 
 
@@ -477,6 +487,7 @@ REQUIRED_FILES: dict[str, tuple[str, ...]] = {
     CLIP.key: (IR_FILE, CLIP_TEXT_IR_FILE, CLIP_TOKENIZER_FILE),
     NIMA_TECHNICAL.key: (IR_FILE,),
     NIMA_AESTHETIC.key: (IR_FILE,),
+    EMOTION.key: (IR_FILE,),
     FACES.key: FACE_MODEL_FILES[1:],
 }
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import bentoml
 import httpx
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 from skimage import data as skdata
@@ -129,6 +130,17 @@ def test_health_lists_every_model_and_says_weights_are_random(http: httpx.Client
         # the face models are real, the emotion CNN beside them is not
         assert faces["weights"] == "random-init" and "festora-emotion:" in faces["tag"]
         assert faces["engine"].startswith("openvino-") and "blazeface-full" in faces["engine"]
+
+
+def test_no_serving_process_loads_torch_on_a_cpu(http: httpx.Client, server: Server) -> None:
+    """Every model computes with its OpenVINO IR here: torch (and the CUDA runtime it would
+    look for) would cost each process that loads it about 360 MB."""
+    assert http.get("/health").status_code == 200  # every runner has loaded by now
+    tree = psutil.Process(server.process.pid).children(recursive=True)
+    assert len(tree) >= 7  # the API worker and six runners
+    for process in tree:
+        libraries = {Path(m.path).name for m in process.memory_maps() if m.path}
+        assert not any(name.startswith("libtorch") for name in libraries), process.cmdline()
 
 
 def test_bentoml_endpoints_keep_working(http: httpx.Client) -> None:

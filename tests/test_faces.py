@@ -53,6 +53,20 @@ def deepface_faces(model_store: Path) -> Iterator[Any]:
     yield runner
 
 
+@pytest.fixture(scope="module")
+def torch_emotion_faces(model_store: Path) -> Iterator[Any]:
+    """The runner with FESTORA_ENGINE=torch: DeepFace's own emotion model, no IR."""
+    from runners.faces import FaceAnalyzer
+
+    os.environ["FESTORA_ENGINE"] = "torch"
+    try:
+        runner = FaceAnalyzer()
+    finally:
+        del os.environ["FESTORA_ENGINE"]
+    assert runner.loaded, runner.error
+    yield runner
+
+
 @pytest.fixture(scope="session")
 def insightface() -> dict[str, np.ndarray]:
     try:
@@ -213,7 +227,16 @@ def test_face_sharpness_ignores_the_background(faces: Any) -> None:
 def test_emotion_scores_are_deepface_on_the_aligned_crop(faces: Any) -> None:
     from deepface import DeepFace
 
+    from festora.models import EMOTION
     from runners import blazeface, face_mesh
+    from runners.faces import deepface_home, install_weights
+
+    assert faces.engine.endswith(", emotion)")  # the stored IR, not DeepFace's torch model
+    # DeepFace itself, reading the same stored weights, is the reference
+    home = deepface_home()
+    install_weights(faces.emotion_provenance.path / EMOTION.weights_file, home)
+    os.environ["DEEPFACE_HOME"] = str(home)
+    os.environ["DEEPFACE_BACKEND_ENGINE"] = "pytorch"
 
     detection = blazeface.detect(ASTRONAUT, faces._detector)[0]
     angle = math.atan2(*(detection.keypoints[1] - detection.keypoints[0])[::-1])
@@ -230,6 +253,14 @@ def test_emotion_scores_are_deepface_on_the_aligned_crop(faces: Any) -> None:
     (face,) = faces.analyze([ASTRONAUT])[0]["faces"]
     for name, value in ours.items():
         assert face["scores"][name] == pytest.approx(value, abs=1e-3), name
+
+
+def test_without_the_ir_deepface_scores_emotion_alike(faces: Any, torch_emotion_faces: Any) -> None:
+    assert torch_emotion_faces.engine.endswith("+ deepface-pytorch")
+    (ours,) = faces.analyze([ASTRONAUT])[0]["faces"]
+    (theirs,) = torch_emotion_faces.analyze([ASTRONAUT])[0]["faces"]
+    for name, value in ours["scores"].items():
+        assert theirs["scores"][name] == pytest.approx(value, abs=1e-3), name
 
 
 def test_deepface_detector_keeps_the_seed_path_with_the_new_fields(deepface_faces: Any) -> None:

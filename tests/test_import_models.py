@@ -54,7 +54,10 @@ def test_random_init_import_labels_and_files(store: ModelStore) -> None:
     assert labels["license"] == EMOTION.license
     weights_file = Path(emotion.path) / EMOTION.weights_file
     assert labels["sha256"] == sha256_file(weights_file)
-    assert emotion.info.metadata["files"] == {EMOTION.weights_file: labels["sha256"]}
+    files = emotion.info.metadata["files"]
+    assert files[EMOTION.weights_file] == labels["sha256"]
+    # and the IR the face runner scores with, beside it
+    assert set(files) == {EMOTION.weights_file, "openvino_model.xml", "openvino_model.bin"}
     # the real file format: a state dict that DeepFace's model loads strictly
     from deepface.models.demography.pytorch.Emotion import EmotionModel
 
