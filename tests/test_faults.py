@@ -3,7 +3,6 @@
 One module-scoped server (random-init store, load shedding at LIMIT requests): a soak of
 mixed good and hostile traffic during which a runner is SIGKILLed (no 500s, /health sees it
 down and back by itself), load at four times the limit (shed at once with 503 `overloaded`),
-a runner whose batch queue refuses work past its latency budget (503 `overloaded` to retry),
 and, last, SIGTERM in the middle of a request (it completes; new ones are refused).
 """
 
@@ -38,9 +37,6 @@ def server(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "WEIGHTS": "random-init",
         "MAX_CONCURRENT_REQUESTS": str(LIMIT),
         "LOG_LEVEL": "WARNING",
-        # The text runner's batch queue refuses whatever it cannot start within 1 ms; no other
-        # test here calls it.
-        "CLIP_TEXT_MAX_LATENCY_MS": "1",
     }
     log = tmp_path_factory.mktemp("logs") / "faults.log"
     args = ["--timeout-graceful-shutdown", str(GRACE_S)]
@@ -101,29 +97,6 @@ def test_four_times_the_limit_is_shed_at_once_and_health_stays_up(server: Server
     assert len(shed) >= LIMIT, codes  # at most LIMIT worked on at once
     assert all(r.headers["retry-after"] == "2" for r in shed)
     assert health_codes and set(health_codes) == {200}
-
-
-def test_a_runner_past_its_latency_budget_is_a_503_overloaded_to_retry(server: Server) -> None:
-    """BentoML's batch queue refuses (its 503 "process is overloaded") what it cannot start
-    within the runner's max latency; the caller is told to retry, never given a 500."""
-    body = {"texts": [f"a photo of guest number {i} at the wedding" for i in range(8)]}
-
-    def call(_: int) -> httpx.Response:
-        with httpx.Client(timeout=120) as client:
-            return client.post(f"{server.url}/v1/embed/text", json=body)
-
-    responses: list[httpx.Response] = []
-    with ThreadPoolExecutor(LIMIT) as pool:
-        for _ in range(10):
-            responses += pool.map(call, range(4 * LIMIT))
-            if any(r.status_code == 503 for r in responses):
-                break
-    codes = sorted({(r.status_code, r.json().get("error")) for r in responses})
-    assert set(codes) <= {(200, None), (503, "overloaded")}, codes
-    refused = [r for r in responses if r.status_code == 503]
-    assert refused, codes
-    assert all(r.headers["retry-after"] == "10" for r in refused)
-    assert refused[0].json()["detail"] == {"models": ["clip_text"]}
 
 
 def test_a_caller_gone_mid_body_costs_no_500_and_no_traceback(server: Server) -> None:
