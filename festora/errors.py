@@ -72,24 +72,25 @@ class ModelNotReady(ApiError):
     code = "model_not_ready"
 
 
-class ModelUnavailable(ApiError):
-    """A runner died or is restarting: the caller retries after `retry_after` seconds."""
+class RetryLater(ApiError):
+    """A 503 the caller retries after `retry_after` seconds (its `Retry-After`)."""
 
     status_code = 503
+
+    def __init__(self, message: str, *, retry_after: int, detail: Any = None) -> None:
+        super().__init__(message, detail=detail, headers={"Retry-After": str(retry_after)})
+
+
+class ModelUnavailable(RetryLater):
+    """A runner died or is restarting."""
+
     code = "model_unavailable"
 
-    def __init__(self, message: str, *, retry_after: int, detail: Any = None) -> None:
-        super().__init__(message, detail=detail, headers={"Retry-After": str(retry_after)})
 
+class Overloaded(RetryLater):
+    """More work than the service, or one of its runners, can do in time."""
 
-class Overloaded(ApiError):
-    """More work than the service can do in time: the caller retries after `retry_after` s."""
-
-    status_code = 503
     code = "overloaded"
-
-    def __init__(self, message: str, *, retry_after: int, detail: Any = None) -> None:
-        super().__init__(message, detail=detail, headers={"Retry-After": str(retry_after)})
 
 
 def error_response(

@@ -121,31 +121,36 @@ class RunnerHealth:
         )
 
     async def call(self, name: str, call: Callable[[], Awaitable[Any]]) -> Any:
-        """`call()` to the runner `name`. Every runner verb is idempotent, so a call cut off by
-        its runner dying (or restarting) is sent once more on a fresh connection; if that fails
-        too the caller gets a 503 model_unavailable to retry. A runner past its latency budget
-        (its batch queue refuses, or it does not answer in its timeout) is a 503 overloaded."""
+        """`call()` to the runner `name`, surviving a runner restart (`_reconnecting`). A runner
+        past its latency budget (its batch queue refuses, or it does not answer in its timeout)
+        makes the caller's answer a 503 overloaded to retry."""
         try:
-            try:
-                return await call()
-            except aiohttp.ClientConnectionError as exc:
-                self.forget(name)
-                logger.warning("runner call failed", extra={"model": name, "error": repr(exc)})
-            await asyncio.sleep(RECONNECT_DELAY_SECONDS)
-            try:
-                return await call()
-            except aiohttp.ClientConnectionError as exc:
-                self.forget(name)
-                logger.warning("runner unavailable", extra={"model": name, "error": repr(exc)})
-                raise ModelUnavailable(
-                    f"model unavailable: {name} (restarting); retry shortly",
-                    retry_after=RETRY_AFTER_SECONDS,
-                    detail={"models": [name]},
-                ) from exc
+            return await self._reconnecting(name, call)
         except (ServiceUnavailable, TimeoutError) as exc:
             logger.warning("runner overloaded", extra={"model": name, "error": repr(exc)})
             raise Overloaded(
                 f"model overloaded: {name} cannot take more work in time; retry shortly",
+                retry_after=RETRY_AFTER_SECONDS,
+                detail={"models": [name]},
+            ) from exc
+
+    async def _reconnecting(self, name: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Every runner verb is idempotent, so a call cut off by its runner dying (or
+        restarting) is sent once more on a fresh connection; if that fails too the caller gets
+        a 503 model_unavailable to retry."""
+        try:
+            return await call()
+        except aiohttp.ClientConnectionError as exc:
+            self.forget(name)
+            logger.warning("runner call failed", extra={"model": name, "error": repr(exc)})
+        await asyncio.sleep(RECONNECT_DELAY_SECONDS)
+        try:
+            return await call()
+        except aiohttp.ClientConnectionError as exc:
+            self.forget(name)
+            logger.warning("runner unavailable", extra={"model": name, "error": repr(exc)})
+            raise ModelUnavailable(
+                f"model unavailable: {name} (restarting); retry shortly",
                 retry_after=RETRY_AFTER_SECONDS,
                 detail={"models": [name]},
             ) from exc
