@@ -21,7 +21,7 @@ import numpy as np
 from festora import preprocess
 from festora.blur import blur_of_gray, to_analysis_gray
 from festora.config import Settings
-from festora.errors import ApiError
+from festora.errors import TRANSIENT_ERRORS, ApiError
 from festora.exposure import measure_exposure
 from festora.fingerprint import fingerprint
 from festora.health import RunnerHealth
@@ -224,6 +224,21 @@ class ImageAnalyzer:
             error=error,
             error_code=code,
         )
+
+    async def analyze_all(
+        self, images: list[ImageInput], flags: AnalysisFlags
+    ) -> list[ImageAnalysisResult]:
+        """Every image of a request, in order, each isolated from the others. An image that
+        failed only for a transient reason (typically a runner's queue refusing what it could
+        not start in time while the request's other images were queued) is tried once more
+        after the rest are done, one at a time, so the retries queue behind nothing of ours."""
+        results = list(await asyncio.gather(*(self.analyze_isolated(i, flags) for i in images)))
+        again = [n for n, result in enumerate(results) if result.error_code in TRANSIENT_ERRORS]
+        if again:
+            logger.info("images tried again", extra={"images": len(again)})
+        for n in again:
+            results[n] = await self.analyze_isolated(images[n], flags)
+        return results
 
     async def analyze_prepared(
         self, prepared: PreparedImage, flags: AnalysisFlags

@@ -93,6 +93,11 @@ class Overloaded(RetryLater):
     code = "overloaded"
 
 
+# Errors that say nothing of the image: a runner restarting, not loaded yet, or out of time.
+# The same image may succeed when tried again.
+TRANSIENT_ERRORS = frozenset({ModelUnavailable.code, ModelNotReady.code, Overloaded.code})
+
+
 def error_response(
     status_code: int,
     code: str,

@@ -358,7 +358,8 @@ def test_batch_of_twenty_isolates_broken_images(
             data = broken.get(i, PORTRAIT if i % 2 else GRADIENT)
             entries.append({"data": b64(data) or "====", "image_id": f"img{i}"})
     body = client.analyze_batch({"images": entries, "run_emotion": False})
-    assert body["total"] == 20 and body["failed"] == 4 and body["succeeded"] == 16
+    failures = [(r["image_id"], r["error_code"], r["error"]) for r in body["results"] if r["error"]]
+    assert body["total"] == 20 and body["failed"] == 4 and body["succeeded"] == 16, failures
     assert [r["image_id"] for r in body["results"]] == [f"img{i}" for i in range(20)]
     for i, result in enumerate(body["results"]):
         if i in (3, 7, 11, 15):

@@ -77,9 +77,7 @@ def image_names(images: list[ImageInput]) -> list[str]:
 async def _analyse(
     sources: dict[str, ImageInput], analyzer: ImageAnalyzer
 ) -> list[ImageAnalysisResult]:
-    results = await asyncio.gather(
-        *(analyzer.analyze_isolated(image, CULL_FLAGS) for image in sources.values())
-    )
+    results = await analyzer.analyze_all(list(sources.values()), CULL_FLAGS)
     for image_id, result in zip(sources, results, strict=True):
         result.image_id = image_id
-    return list(results)
+    return results

@@ -29,7 +29,7 @@ from festora.analysis import ImageAnalyzer, required_models
 from festora.config import Settings
 from festora.cull.request import cull_request
 from festora.cull.schemas import CullRequest
-from festora.errors import ApiError
+from festora.errors import TRANSIENT_ERRORS, ApiError
 from festora.health import RunnerHealth
 from festora.jobs.store import JobStore, PendingImage, StoredJob
 from festora.jobs.throttle import JobThrottle
@@ -40,7 +40,6 @@ logger = logging.getLogger("festora.jobs")
 PENDING_CHUNK = 64  # images read from the store at a time: bounds memory for base64 jobs
 # Images that failed only because a runner was down are tried again, in up to PASSES passes
 # over the job, RETRY_AFTER_SECONDS x pass apart; after the last they keep their error.
-TRANSIENT_ERRORS = frozenset({"model_unavailable", "model_not_ready", "overloaded"})
 PASSES = 4
 RETRY_AFTER_SECONDS = 5.0
 EXPIRE_EVERY_SECONDS = 60.0  # or a quarter of the retention, if shorter
