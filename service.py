@@ -77,6 +77,7 @@ from runners.clip import CLIPEncoder
 from runners.clip_text import CLIPTextEncoder
 from runners.faces import FaceAnalyzer
 from runners.nima import NimaAesthetic, NimaTechnical
+from runners.serving import drain
 
 logger = logging.getLogger("festora.service")
 settings = get_settings()
@@ -143,6 +144,7 @@ class FestoraVision:
     @bentoml.on_startup
     async def _start_jobs(self) -> None:
         self._job_runner = asyncio.create_task(self.jobs.runner.run())
+        drain.on_sigterm(self.runner_health.hold_runners)
 
     @bentoml.on_shutdown
     async def _stop_jobs(self) -> None:
@@ -213,9 +215,7 @@ class FestoraVision:
                 for i in req.images
             ]
         else:
-            results = list(
-                await asyncio.gather(*(self.analyzer.analyze_isolated(i, req) for i in req.images))
-            )
+            results = await self.analyzer.analyze_all(req.images, req)
         failed = sum(r.error is not None for r in results)
         return BatchAnalyzeResponse(
             total=len(results),

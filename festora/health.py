@@ -32,6 +32,8 @@ RETRY_AFTER_SECONDS = 10
 # Before a call is sent again: lets the event loop drop the connections a dead runner closed.
 RECONNECT_DELAY_SECONDS = 0.2
 UNREACHABLE = "runner unavailable"
+# Under the 4 s the API's pooled runner connections are kept idle (client_keepalive).
+HOLD_INTERVAL_SECONDS = 2.0
 
 
 def is_reachable(status: ModelStatus) -> bool:
@@ -154,6 +156,15 @@ class RunnerHealth:
                 retry_after=RETRY_AFTER_SECONDS,
                 detail={"models": [name]},
             ) from exc
+
+    async def hold_runners(self) -> None:
+        """Keep every runner serving while this worker drains after SIGTERM: a status call to
+        each every HOLD_INTERVAL_SECONDS keeps one of our connections to it in use, and a
+        runner stops only once it has none (runners/serving/drain.py)."""
+        while True:
+            runners = self._runners().values()
+            await asyncio.gather(*(self._query(r) for r in runners), return_exceptions=True)
+            await asyncio.sleep(HOLD_INTERVAL_SECONDS)
 
     async def input_size(self, name: str) -> int | None:
         """The side of the square images this runner takes, as it reports it."""

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -130,3 +131,36 @@ def wait_ready(
             pass
         time.sleep(0.5)
     raise TimeoutError(f"server not ready in {START_TIMEOUT_SECONDS} s:\n{server.log()[-4000:]}")
+
+
+def sigterm_mid_request(server: Server, path: str, body: dict, grace_s: float) -> httpx.Response:
+    """SIGTERM `bentoml serve`, as a container runtime does on stop (it is the container's
+    PID 1), while a POST of `body` to `path` is being worked on; check that a new request is
+    refused at once and the server exits within `grace_s`; return the first request's answer."""
+    answers: dict[str, httpx.Response] = {}
+
+    def in_flight() -> None:
+        with httpx.Client(timeout=300) as client:
+            answers["first"] = client.post(f"{server.url}{path}", json=body)
+
+    request = threading.Thread(target=in_flight)
+    request.start()
+    time.sleep(1.5)  # the request is being worked on
+    assert request.is_alive(), "the request ended before SIGTERM"
+    supervisor = psutil.Process(server.process.pid)
+    supervisor.send_signal(signal.SIGTERM)
+    time.sleep(1.0)
+    try:
+        httpx.post(f"{server.url}/v1/cluster", json={}, timeout=10)
+    except httpx.HTTPError:
+        pass
+    else:
+        raise AssertionError("a new request was taken after SIGTERM")
+    request.join(timeout=grace_s)
+    try:
+        supervisor.wait(timeout=grace_s)
+    except psutil.TimeoutExpired:
+        raise AssertionError(
+            f"bentoml serve did not exit within its grace period:\n{server.log()[-3000:]}"
+        ) from None
+    return answers["first"]

@@ -9,7 +9,6 @@ and, last, SIGTERM in the middle of a request (it completes; new ones are refuse
 from __future__ import annotations
 
 import base64
-import signal
 import socket
 import threading
 import time
@@ -18,11 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from benchmarks.soak import PHOTOS, soak
-from tests.serving import Server, serve
+from tests.serving import Server, serve, sigterm_mid_request
 
 pytestmark = pytest.mark.slow
 
@@ -121,31 +119,8 @@ def test_a_caller_gone_mid_body_costs_no_500_and_no_traceback(server: Server) ->
 
 
 def test_sigterm_drains_requests_in_flight_and_refuses_new_ones(server: Server) -> None:
-    """What a container runtime does on stop (`bentoml serve` is the container's PID 1)."""
     images = [{"data": b64(PHOTOS[i % len(PHOTOS)]), "image_id": str(i)} for i in range(20)]
-    in_flight: dict[str, httpx.Response] = {}
-
-    def slow_request() -> None:
-        with httpx.Client(timeout=300) as client:
-            in_flight["batch"] = client.post(
-                f"{server.url}/v1/analyze/batch", json={"images": images}
-            )
-
-    request = threading.Thread(target=slow_request)
-    request.start()
-    time.sleep(1.5)  # the batch is being analysed
-    assert request.is_alive()
-    supervisor = psutil.Process(server.process.pid)
-    supervisor.send_signal(signal.SIGTERM)
-    time.sleep(1.0)
-    with pytest.raises(httpx.HTTPError):
-        httpx.post(f"{server.url}/v1/cluster", json={}, timeout=10)
-    request.join(timeout=GRACE_S)
-    response = in_flight["batch"]
+    response = sigterm_mid_request(server, "/v1/analyze/batch", {"images": images}, GRACE_S)
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["succeeded"] == len(images), [r["error"] for r in body["results"]]
-    try:
-        supervisor.wait(timeout=GRACE_S)
-    except psutil.TimeoutExpired:
-        pytest.fail("bentoml serve did not exit within its grace period")

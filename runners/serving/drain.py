@@ -13,16 +13,24 @@
   4 s keep-alive: see `client_keepalive`), at most MAX_WAIT_S (the API's request timeout,
   beyond which no request it drains is still running), and then stops as uvicorn does: it
   finishes the requests it has and exits. A second SIGTERM stops it at once.
+- A runner the API leaves idle for longer than that keep-alive during its drain (the images
+  still in flight all wait on other models, or are being tried again) would stop and leave
+  the API's next call to it hanging in a socket nobody serves until the grace period ends.
+  So the API worker's SIGTERM starts what it registered with `on_sigterm` (a status call to
+  every runner every few seconds, `RunnerHealth.hold_runners`), which keeps a connection to
+  each runner in use until the API worker exits.
 
 `install()` is idempotent and does nothing if uvicorn or BentoML no longer look as expected.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any
 
@@ -31,6 +39,29 @@ logger = logging.getLogger(__name__)
 MAX_WAIT_S = 300.0
 POLL_S = 0.2
 _PATCHED = "_festora_drain_patched"
+_on_sigterm: list[Callable[[], Awaitable[None]]] = []
+_started: set[asyncio.Task[None]] = set()
+
+
+def on_sigterm(work: Callable[[], Awaitable[None]]) -> None:
+    """Run `work()` on the event loop once the API worker's first SIGTERM arrives; it is
+    cancelled with the loop when the worker exits."""
+    _on_sigterm.append(work)
+
+
+def _start_on_sigterm() -> None:
+    try:
+        loop = asyncio.get_running_loop()  # the signal handler runs in the loop's thread
+    except RuntimeError:
+        return
+
+    def start() -> None:
+        for work in _on_sigterm:
+            task = loop.create_task(work())  # type: ignore[arg-type]
+            _started.add(task)
+            task.add_done_callback(_started.discard)
+
+    loop.call_soon_threadsafe(start)
 
 
 def _is_runner() -> bool:
@@ -100,7 +131,11 @@ def _serve_while_used() -> bool:
 
     def patched(self: Any, sig: int, frame: FrameType | None) -> None:
         waiting = getattr(self, "_festora_waiting", False)
-        if sig != signal.SIGTERM or self.should_exit or waiting or not _is_runner():
+        if sig != signal.SIGTERM or self.should_exit or waiting:
+            handle_exit(self, sig, frame)
+            return
+        if not _is_runner():
+            _start_on_sigterm()
             handle_exit(self, sig, frame)
             return
         if getattr(self, "server_state", None) is None:
