@@ -87,6 +87,36 @@ def test_status_reports_model_provenance(runners: dict[str, Any]) -> None:
         )
 
 
+def resident_bytes_of(file: Path) -> int:
+    """Resident bytes of this process's mappings of `file` (/proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split(maxsplit=5)
+            if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+                inside = len(fields) == 6 and fields[5].strip() == str(file.resolve())
+            elif inside and fields[0] == "Rss:":
+                total += int(fields[1]) * 1024
+    return total
+
+
+@pytest.mark.parametrize("key", [CLIP.key, NIMA_TECHNICAL.key])
+def test_a_loaded_runner_keeps_none_of_its_weights_file_resident(
+    runners: dict[str, Any], key: str
+) -> None:
+    """OpenVINO keeps the IR's weights file mapped after copying the weights into its own
+    layout: the runner gives those pages back, and computing does not read them again."""
+    runner = runners[key]
+    weights = runner.provenance.path / "openvino_model.bin"
+    size = runner.input_size
+    if key == CLIP.key:
+        runner.encode(np.zeros((3, size, size, 3), np.uint8))
+    else:
+        runner.score(np.zeros((3, size, size, 3), np.uint8))
+    assert weights.stat().st_size > 100e6
+    assert resident_bytes_of(weights) < 0.02 * weights.stat().st_size
+
+
 @pytest.fixture
 def empty_model_store(empty_store: Path) -> Iterator[None]:
     """Point the in-process model store at a BentoML home with no models, then restore it."""

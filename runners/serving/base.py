@@ -20,7 +20,11 @@ from festora.logs import configure_logging
 from festora.models import ModelSpec, Provenance, RunnerConfig, resolve, runner_config
 from festora.schemas import ModelStatus
 from runners.serving import batching, client_keepalive, drain
-from runners.serving.memory import limit_heap_arenas, release_free_memory
+from runners.serving.memory import (
+    drop_mapped_file_pages,
+    limit_heap_arenas,
+    release_free_memory,
+)
 
 logger = logging.getLogger("festora.runners")
 
@@ -110,6 +114,7 @@ class ModelRunner:
             logger.error("model not loaded", extra={"model": self.spec.key, "error": self.error})
         else:
             release_free_memory()  # what loading allocated and dropped (fp32 copies, buffers)
+            drop_mapped_file_pages(self.provenance.path)  # weights OpenVINO copied and keeps
             self.loaded = True
             self.load_time_ms = round((time.perf_counter() - start) * 1000, 1)
             logger.info(
