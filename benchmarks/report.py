@@ -157,9 +157,17 @@ def markdown(results: dict[str, Any]) -> str:
     settings = results.get("runner_settings")
     if settings:
         precision = settings["precision"]
+        setting = f"- `FESTORA_PRECISION={precision['FESTORA_PRECISION']}`: "
+        if precision.get("int8"):
+            setting += (
+                "NIMA and CLIP's image tower compute in **int8** where the stored model holds "
+                "an int8 IR (each model's engine is under Startup), the other models in "
+                f"**{precision['resolves_to']}**"
+            )
+        else:
+            setting += f"NIMA and CLIP compute in **{precision['resolves_to']}**"
         out += [
-            f"- `FESTORA_PRECISION={precision['FESTORA_PRECISION']}`: NIMA and CLIP compute in "
-            f"**{precision['resolves_to']}**",
+            setting,
             "",
             *_table(
                 ["Runner", "max_batch_size", "max_latency_ms", "num_threads", "timeout_s"],

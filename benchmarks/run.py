@@ -91,7 +91,7 @@ def server_env(extra: dict[str, str]) -> dict[str, str]:
 def runner_settings(env: dict[str, str]) -> dict[str, Any]:
     """What the runners resolve from the server's environment: precision and batching."""
     from festora.models import RUNNER_SPECS, runner_config
-    from runners.serving.precision import PRECISION_ENV, compute_precision
+    from runners.serving.precision import PRECISION_ENV, compute_precision, wants_int8
 
     saved = dict(os.environ)
     os.environ.update(env)
@@ -100,6 +100,7 @@ def runner_settings(env: dict[str, str]) -> dict[str, Any]:
             "precision": {
                 "FESTORA_PRECISION": os.environ.get(PRECISION_ENV, "(unset: auto)"),
                 "resolves_to": compute_precision(),
+                "int8": wants_int8(),
             },
             "runners": {key: vars(runner_config(spec)) for key, spec in RUNNER_SPECS.items()},
         }

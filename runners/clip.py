@@ -19,7 +19,7 @@ from runners.serving.base import (
 )
 from runners.serving.device import device_precision, engine_name, torch_device
 from runners.serving.memory import skip_unused_gpu_compiler, trim_after_batch
-from runners.serving.openvino_ir import compile_ir
+from runners.serving.openvino_ir import compile_ir, image_precision
 from runners.serving.openvino_ir import input_size as ir_input_size
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class CLIPEncoder(ModelRunner):
 
     def _load(self, provenance: Provenance) -> None:
         self.model_id = str(provenance.metadata.get("model_id", ""))
-        self.precision = device_precision()
+        self.precision = image_precision(provenance.path, device_precision())
         self._compiled = compile_ir(provenance.path, self.precision, self.config.num_threads)
         if self._compiled is not None:
             self.engine = f"openvino-{self.precision}"

@@ -69,7 +69,15 @@ from festora.models import (
     model_labels,
     sha256_file,
 )
-from festora.preprocess import NIMA_SIZE
+from festora.preprocess import NIMA_SIZE, clip_input, nima_input
+from runners.serving.int8 import (
+    Agreement,
+    Prepare,
+    embeddings_agree,
+    export_int8,
+    sample_photos,
+    scores_agree,
+)
 from runners.serving.openvino_ir import IR_FILE, export_ir, save_ir
 
 if TYPE_CHECKING:
@@ -126,6 +134,8 @@ class Options:
     force: bool = False
     weights_dir: Path | None = None
     clip_model_name: str = "openai/clip-vit-base-patch32"
+    int8: bool = True  # quantise NIMA and CLIP's image tower (runners.serving.int8)
+    calibration_photos: Path | None = None  # None: scikit-learn's sample photos
     model_store: ModelStore | None = None  # None: the active BENTOML_HOME store
     log: Log = field(default=lambda line: print(line, flush=True))
 
@@ -215,6 +225,8 @@ def is_complete(spec: ModelSpec, model: bentoml.Model) -> bool:
     OpenVINO IRs, or before the CLIP text tower's files, is not)."""
     folder = Path(model.path)
     if not all((folder / name).is_file() for name in REQUIRED_FILES.get(spec.key, ())):
+        return False
+    if spec in QUANTISED and "int8" not in model.info.metadata:
         return False
     return spec is not CLIP or "logit_scale" in model.info.metadata
 
@@ -388,6 +400,9 @@ def _stage_clip(p: Plan, out: Path, opts: Options) -> dict[str, Any]:
     meta["logit_scale"] = float(model.logit_scale.detach().exp())
     del model
     _export_openvino(uint8_clip(_tower(out, "vision"), processor), size, out, opts)
+    meta["int8"] = _export_int8(
+        out, lambda rgb: clip_input(rgb, size), embeddings_agree, opts, transformer=True
+    )
     _export_text_openvino(out, meta["text_context_length"], tokenizer.eos_token_id, opts)
     return meta
 
@@ -423,10 +438,34 @@ def _export_openvino(forward: Any, size: int, out: Path, opts: Options) -> None:
     export_ir(forward, size, out)
 
 
+def _export_int8(
+    out: Path, prepare: Prepare, agree: Agreement, opts: Options, *, transformer: bool
+) -> dict[str, Any]:
+    if not opts.int8:
+        return {"stored": False, "skipped": "--no-int8"}
+    opts.log("    quantising that IR to int8 (NNCF, ~30-60 s) and checking it against fp32")
+    photos = sample_photos(opts.calibration_photos)
+    verdict = export_int8(
+        out, prepare, agree, transformer=transformer, photos=photos, seed=opts.seed
+    )
+    found = f"{verdict['measure']} {verdict['value']} (bound {verdict['bound']})"
+    if verdict["stored"]:
+        opts.log(f"    int8 IR kept: {found}")
+    else:
+        opts.log(f"    int8 IR not kept, not faithful enough: {found}; fp32/bf16 only")
+    return verdict
+
+
 def _stage_nima(p: Plan, out: Path, opts: Options) -> dict[str, Any]:
     import torch
 
-    from runners.nima import build_nima, load_nima_weights, nima_options
+    from runners.nima import (
+        aesthetic_score,
+        build_nima,
+        load_nima_weights,
+        nima_options,
+        technical_score,
+    )
     from runners.nima import uint8_forward as uint8_nima
 
     dest = out / p.spec.weights_file
@@ -445,6 +484,8 @@ def _stage_nima(p: Plan, out: Path, opts: Options) -> dict[str, Any]:
         net = build_nima(p.spec)
         load_nima_weights(net, dest)  # strict: a wrong file fails here
     _export_openvino(uint8_nima(net.eval()), NIMA_SIZE, out, opts)
+    to_scale = technical_score if p.spec is NIMA_TECHNICAL else aesthetic_score
+    meta["int8"] = _export_int8(out, nima_input, scores_agree(to_scale), opts, transformer=False)
     return meta
 
 
@@ -490,6 +531,8 @@ REQUIRED_FILES: dict[str, tuple[str, ...]] = {
     EMOTION.key: (IR_FILE,),
     FACES.key: FACE_MODEL_FILES[1:],
 }
+# Whose import quantises an int8 IR (runners.serving.int8) and records the verdict.
+QUANTISED = (CLIP, NIMA_TECHNICAL, NIMA_AESTHETIC)
 
 
 def _download_mediapipe(dest: Path, log: Log) -> Path:
@@ -662,6 +705,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="random-init seed (default 0)")
     parser.add_argument("--force", action="store_true", help="import even if already present")
     parser.add_argument("--weights-dir", type=Path, help="folder holding real weight files")
+    parser.add_argument(
+        "--no-int8",
+        dest="int8",
+        action="store_false",
+        help="store no int8 IRs (a faster import; NIMA and CLIP compute in fp32 or bf16)",
+    )
+    parser.add_argument(
+        "--calibration-photos",
+        type=Path,
+        help="folder of photos to calibrate and check the int8 IRs with "
+        "(default: scikit-learn's two sample photos)",
+    )
     args = parser.parse_args(argv)
 
     keys = [k.strip() for k in args.only.split(",") if k.strip()]
@@ -673,6 +728,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         force=args.force,
         weights_dir=args.weights_dir,
+        int8=args.int8,
+        calibration_photos=args.calibration_photos,
         clip_model_name=settings.clip_model_name,
     )
     try:

@@ -89,7 +89,8 @@ def test_nima_import_stores_an_openvino_ir_and_completes_older_imports(
     store: ModelStore,
 ) -> None:
     from runners.nima import build_nima, load_nima_weights, uint8_forward
-    from runners.serving.openvino_ir import IR_FILE, compile_ir
+    from runners.serving.int8 import MAX_SCORE_DIFFERENCE
+    from runners.serving.openvino_ir import INT8_IR_FILE, IR_FILE, compile_ir
 
     lines: list[str] = []
     opts = options(store, lines, weights="random-init")
@@ -97,6 +98,12 @@ def test_nima_import_stores_an_openvino_ir_and_completes_older_imports(
     folder = Path(store.get(first.tag).path)
     assert (folder / IR_FILE).is_file() and (folder / "openvino_model.bin").is_file()
     assert any("OpenVINO" in line for line in lines)
+    # and its int8 copy, kept because it scored like fp32 on photos it was not calibrated on
+    verdict = store.get(first.tag).info.metadata["int8"]
+    assert verdict["stored"] and (folder / INT8_IR_FILE).is_file()
+    assert verdict["measure"] == "max score difference"
+    assert 0 < verdict["value"] <= verdict["bound"] == MAX_SCORE_DIFFERENCE
+    assert any("int8 IR kept" in line for line in lines)
 
     # the IR computes what the stored weights compute, on the runner's uint8 input
     net = build_nima(NIMA_TECHNICAL)
@@ -108,14 +115,17 @@ def test_nima_import_stores_an_openvino_ir_and_completes_older_imports(
     np.testing.assert_allclose(compiled(images)[0].reshape(-1), expected, atol=1e-6)
 
     (folder / IR_FILE).unlink()  # as stored by a version before IRs: imported again
-    again = import_models([NIMA_TECHNICAL.key], opts)[0]
+    without_int8 = options(store, lines, weights="random-init", int8=False)
+    again = import_models([NIMA_TECHNICAL.key], without_int8)[0]
     assert again.imported and again.tag != first.tag
-    assert (Path(store.get(again.tag).path) / IR_FILE).is_file()
+    again_folder = Path(store.get(again.tag).path)
+    assert (again_folder / IR_FILE).is_file() and not (again_folder / INT8_IR_FILE).exists()
+    assert store.get(again.tag).info.metadata["int8"] == {"stored": False, "skipped": "--no-int8"}
 
 
 def test_a_clip_entry_without_the_text_tower_is_imported_again(store: ModelStore) -> None:
-    """find_present only accepts a festora-clip entry holding both towers' IRs, the tokenizer
-    and the logit scale; an older one (image tower only) is imported again."""
+    """find_present only accepts a festora-clip entry holding both towers' IRs, the tokenizer,
+    the logit scale and the int8 verdict; an older one (image tower only) is imported again."""
     import bentoml
 
     from festora.models import CLIP_TEXT_IR_FILE, CLIP_TOKENIZER_FILE, model_labels
@@ -136,11 +146,12 @@ def test_a_clip_entry_without_the_text_tower_is_imported_again(store: ModelStore
 
     stored([CLIP.weights_file, IR_FILE], {})  # as imported before the text tower
     assert find_present(clip, opts) is None
-    stored([CLIP.weights_file, IR_FILE, CLIP_TEXT_IR_FILE, CLIP_TOKENIZER_FILE], {})
+    files = [CLIP.weights_file, IR_FILE, CLIP_TEXT_IR_FILE, CLIP_TOKENIZER_FILE]
+    stored(files, {})
     assert find_present(clip, opts) is None  # no logit scale
-    complete = stored(
-        [CLIP.weights_file, IR_FILE, CLIP_TEXT_IR_FILE, CLIP_TOKENIZER_FILE], {"logit_scale": 100.0}
-    )
+    stored(files, {"logit_scale": 100.0})
+    assert find_present(clip, opts) is None  # imported before int8: no verdict
+    complete = stored(files, {"logit_scale": 100.0, "int8": {"stored": False}})
     assert find_present(clip, opts).tag == complete.tag
 
 
@@ -243,7 +254,8 @@ def test_legacy_format_nima_files_import_and_load(
     torch.save({"params": net.state_dict()}, legacy, _use_new_zipfile_serialization=False)
     assert not zipfile.is_zipfile(legacy)
 
-    result = import_models([NIMA_TECHNICAL.key], options(active_store, [], weights_dir=weights_dir))
+    opts = options(active_store, [], weights_dir=weights_dir, int8=False)
+    result = import_models([NIMA_TECHNICAL.key], opts)
     assert result[0].imported and result[0].weights == "real"
 
     monkeypatch.setenv(ENGINE_ENV, "torch" if engine == "torch" else "auto")
@@ -334,6 +346,7 @@ def test_a_336_px_clip_is_fed_at_its_processor_size(
         [],
         weights_dir=tmp_path / "weights",
         clip_model_name="openai/clip-vit-large-patch14-336",
+        int8=False,
     )
     (result,) = import_models([CLIP.key], opts)
     assert active_store.get(result.tag).info.metadata["input_size"] == 336

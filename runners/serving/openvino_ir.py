@@ -2,7 +2,7 @@
 
 Why: PyTorch's eager CPU kernels repack every weight on every call, which dominates the small
 batches a serving runner sees. OpenVINO packs the weights once, fuses the graph and runs bf16
-on AMX / AVX512_BF16 cores: NIMA (InceptionResNetV2, 299 px) 55 ms per image alone and 37 ms in
+on AMX cores: NIMA (InceptionResNetV2, 299 px) 55 ms per image alone and 37 ms in
 batches of 8, against 100 and 60 ms for torch bf16; CLIP ViT-B/32 32 and 17 ms against 51 and
 18-31 ms (one thread, Xeon with AMX). Exporting traces the model (10 s for NIMA), so
 `scripts/import_models.py` does it and stores the IR beside the weights; a runner without an
@@ -14,23 +14,28 @@ IR in its stored model, or with FESTORA_ENGINE=torch, computes with torch as bef
 Each exported image graph takes the runner's own input, N x S x S x 3 uint8 RGB, and does the
 pixel scaling and normalisation inside, so the runner hands its batch over as it is; the CLIP
 text graph takes N x L int64 token ids (L up to the model's context length). Precision follows
-FESTORA_PRECISION (`runners.serving.precision`): bf16 or f32 inference.
+FESTORA_PRECISION (`runners.serving.precision`): bf16 or f32 inference, or the int8 copy of an
+image graph that the import quantised and checked (`runners.serving.int8`).
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from festora.config import env_value
-from runners.serving.precision import Precision
+from runners.serving.precision import PRECISION_ENV, Precision, wanted_precision, wants_int8
 
 if TYPE_CHECKING:
     import torch
 
 IR_FILE = "openvino_model.xml"  # and openvino_model.bin beside it
+INT8_IR_FILE = "openvino_model_int8.xml"  # where the import kept an int8 copy of IR_FILE
 ENGINE_ENV = "FESTORA_ENGINE"
+
+logger = logging.getLogger(__name__)
 
 
 def wanted_engine() -> Literal["auto", "torch"]:
@@ -72,10 +77,8 @@ def compile_ir(
     """The stored IR `file` compiled for this CPU, or None when torch should compute instead
     (FESTORA_ENGINE=torch, a GPU in FESTORA_DEVICE, or a model imported before IRs were
     stored)."""
-    from runners.serving.device import on_gpu
-
-    path = model_dir / file
-    if wanted_engine() == "torch" or on_gpu() or not path.is_file():
+    path = model_dir / (INT8_IR_FILE if precision == "int8" else file)
+    if not computes_with_openvino() or not path.is_file():
         return None
     import openvino as ov
 
@@ -83,9 +86,34 @@ def compile_ir(
     return core.compile_model(core.read_model(path), "CPU", cpu_config(precision, num_threads))
 
 
+def computes_with_openvino() -> bool:
+    from runners.serving.device import on_gpu
+
+    return wanted_engine() == "auto" and not on_gpu()
+
+
+def image_precision(model_dir: Path, float_precision: Precision) -> Precision:
+    """int8 where FESTORA_PRECISION wants it and the stored model holds an int8 IR that
+    OpenVINO will compute with, else `float_precision`."""
+    if not wants_int8() or not computes_with_openvino():
+        return float_precision
+    if (model_dir / INT8_IR_FILE).is_file():
+        return "int8"
+    if wanted_precision() == "int8":
+        logger.warning(
+            "%s=int8 but %s holds no int8 IR (imported before int8, or its int8 copy was not "
+            "faithful: see the model's metadata); computing in %s",
+            PRECISION_ENV,
+            model_dir,
+            float_precision,
+        )
+    return float_precision
+
+
 def cpu_config(precision: Precision, num_threads: int) -> dict[Any, Any]:
     """How every model is compiled for the CPU: the runner's precision and thread count, one
-    stream (a runner computes one batch at a time), latency first."""
+    stream (a runner computes one batch at a time), latency first. An int8 graph computes
+    what it left unquantised in fp32 (bf16 there was slower and no more faithful)."""
     import openvino as ov
     import openvino.properties as props
     import openvino.properties.hint as hints
