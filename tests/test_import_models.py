@@ -155,6 +155,33 @@ def test_a_clip_entry_without_the_text_tower_is_imported_again(store: ModelStore
     assert find_present(clip, opts).tag == complete.tag
 
 
+def test_calibration_photos_come_from_a_folder_upright_and_reduced(tmp_path: Path) -> None:
+    """--calibration-photos DIR: its photos (other files ignored), turned upright by their
+    EXIF orientation and reduced to 1024 px; a folder without photos is refused."""
+    from PIL import Image
+
+    from runners.serving.int8 import sample_photos
+
+    wide = np.zeros((1500, 3000, 3), np.uint8)
+    wide[:, :1500] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    Image.fromarray(wide).save(tmp_path / "b-rotated.jpg", exif=exif.tobytes())
+    Image.fromarray(wide[:600, :800]).save(tmp_path / "a-small.png")
+    (tmp_path / "notes.txt").write_text("not a photo")
+
+    small, rotated = sample_photos(tmp_path)
+    assert small.shape == (600, 800, 3)
+    assert rotated.shape == (1024, 512, 3)  # upright: tall, long side reduced
+    assert rotated[:400].mean() > 200 and rotated[-400:].mean() < 50  # white half on top
+    assert len(sample_photos()) == 2  # scikit-learn's, by default
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no photos"):
+        sample_photos(empty)
+
+
 def test_offline_clip_tokenizer_is_shaped_like_clips() -> None:
     from transformers import CLIPTextConfig
 
