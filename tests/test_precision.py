@@ -147,15 +147,13 @@ def test_nima_bf16_scores_match_fp32(
     assert features.min() >= 0.999
 
 
-@needs_bf16
-def test_openvino_bf16_nima_features_match_fp32(model_store: Path) -> None:
-    """Random-init NIMA scores every photo alike, so OpenVINO's bf16 is checked where it could
-    lose accuracy: the pooled backbone features, through the same export and compile path."""
+def _nima_pooled_features() -> Any:
+    """A torch module: the stored NIMA technical backbone's pooled features, on the runner's
+    N x 299 x 299 x 3 uint8 input (what the runner's IR computes before its head)."""
     import torch
 
     from festora.models import resolve
     from runners.nima import build_nima, load_nima_weights
-    from runners.serving.openvino_ir import compile_ir, export_ir
 
     _, prov = resolve(NIMA_TECHNICAL)
     net = build_nima(NIMA_TECHNICAL)
@@ -171,13 +169,25 @@ def test_openvino_bf16_nima_features_match_fp32(model_store: Path) -> None:
             x = (x - net.default_mean) / net.default_std
             return net.global_pool(net.base_model(x)[-1]).flatten(1)
 
+    return PooledFeatures().eval()
+
+
+@needs_bf16
+def test_openvino_bf16_nima_features_match_fp32(model_store: Path) -> None:
+    """Random-init NIMA scores every photo alike, so OpenVINO's bf16 is checked where it could
+    lose accuracy: the pooled backbone features, through the same export and compile path."""
+    import torch
+
+    from runners.serving.openvino_ir import compile_ir, export_ir
+
+    features = _nima_pooled_features()
     batch = np.stack([preprocess.nima_input(p) for p in _photos()])
     with tempfile.TemporaryDirectory() as folder:
-        export_ir(PooledFeatures().eval(), preprocess.NIMA_SIZE, Path(folder))
+        export_ir(features, preprocess.NIMA_SIZE, Path(folder))
         exact = compile_ir(Path(folder), "fp32", 1)(batch)[0]
         fast = compile_ir(Path(folder), "bf16", 1)(batch)[0]
     with torch.inference_mode():
-        reference = PooledFeatures()(torch.from_numpy(batch)).numpy()
+        reference = features(torch.from_numpy(batch)).numpy()
     assert _cosine(exact, reference).min() >= 0.99999
     assert _cosine(fast, exact).min() >= 0.999
 
@@ -216,37 +226,12 @@ def test_nima_int8_scores_match_fp32(
     assert np.abs(fast - exact).max() <= 0.05
 
 
-def _nima_features_ir(folder: Path) -> None:
-    """The NIMA backbone's pooled features on the runner's uint8 input, exported to `folder`."""
-    import torch
-
-    from festora.models import resolve
-    from runners.nima import build_nima, load_nima_weights
-    from runners.serving.openvino_ir import export_ir
-
-    _, prov = resolve(NIMA_TECHNICAL)
-    net = build_nima(NIMA_TECHNICAL)
-    load_nima_weights(net, prov.path / NIMA_TECHNICAL.weights_file)
-
-    class PooledFeatures(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = net.eval()
-
-        def forward(self, images: torch.Tensor) -> torch.Tensor:
-            x = images.permute(0, 3, 1, 2).float() / 255.0
-            x = (x - net.default_mean) / net.default_std
-            return net.global_pool(net.base_model(x)[-1]).flatten(1)
-
-    export_ir(PooledFeatures().eval(), preprocess.NIMA_SIZE, folder)
-
-
 def test_int8_nima_features_match_fp32(model_store: Path, tmp_path: Path) -> None:
     """Where int8 could lose accuracy in NIMA, quantised by the import's own calibration."""
     from runners.serving.int8 import embeddings_agree, export_int8, sample_photos
-    from runners.serving.openvino_ir import compile_ir
+    from runners.serving.openvino_ir import compile_ir, export_ir
 
-    _nima_features_ir(tmp_path)
+    export_ir(_nima_pooled_features(), preprocess.NIMA_SIZE, tmp_path)
     verdict = export_int8(
         tmp_path, preprocess.nima_input, embeddings_agree, transformer=False, photos=sample_photos()
     )
