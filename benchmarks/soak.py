@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import io
 import json
 import os
@@ -338,10 +337,9 @@ def kill_and_watch(url: str, server_pid: int, target: str, t0: float, tally: Tal
     if target == API_WORKER:
         tally.api_kill_window = (killed_at - 1.0, killed_at + RECOVERY_TIMEOUT_S)
     os.kill(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(psutil.TimeoutExpired):
-        proc.wait(timeout=30)
+    gone = _wait_dead(proc, timeout=30)
     model = RUNNERS.get(target)
-    kill.saw_down = model is None and not proc.is_running()
+    kill.saw_down = model is None and gone
     with httpx.Client(base_url=url, timeout=10) as client:
         while time.monotonic() - killed_at < RECOVERY_TIMEOUT_S:
             probed_at = time.monotonic()
@@ -374,6 +372,21 @@ def kill_and_watch(url: str, server_pid: int, target: str, t0: float, tally: Tal
         tally.api_kill_window = (killed_at - 1.0, time.monotonic())
     kill.new_pid = _pid_of(server_pid, target)
     return kill
+
+
+def _wait_dead(proc: psutil.Process, timeout: float) -> bool:
+    """Whether `proc` died within `timeout`. A killed process stays a zombie until its parent
+    (circus) reaps it, which under load took 8.5 s: `Process.wait` would keep the follower
+    blind for all of that, long enough for a quick restart to pass unseen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def _pid_of(server_pid: int, target: str) -> int | None:
