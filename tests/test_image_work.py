@@ -7,6 +7,7 @@ import threading
 import time
 
 import anyio
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -39,6 +40,12 @@ def test_image_work_runs_at_most_one_job_per_core() -> None:
 
     anyio.run(burst)
     assert most == IMAGE_WORKERS
+
+
+def test_image_work_computes_with_one_opencv_thread() -> None:
+    cv2.setNumThreads(2)
+
+    assert anyio.run(in_image_worker, cv2.getNumThreads) == 1
 
 
 def camera_jpeg(width: int = 4000, height: int = 3000) -> bytes:
