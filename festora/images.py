@@ -1,10 +1,12 @@
 """Turn untrusted image bytes into one RGB array, refusing bombs and broken files early.
 
 Each image is decoded once: dimensions are checked from the header before any pixel is
-allocated, JPEGs are decoded at a reduced scale when the caller needs fewer pixels, EXIF
-orientation is applied, and every mode (CMYK, 16-bit, palette, alpha, grayscale) ends up as
-RGB uint8, with transparency composited onto white. Only the formats in `SUPPORTED_FORMATS`
-are parsed: no other Pillow plugin (EPS, PSD, ...) ever sees the bytes.
+allocated, JPEGs are decoded at a reduced scale when the caller needs fewer pixels (any M/8 of
+libjpeg-turbo's, through simplejpeg: Pillow's draft offers only 1/2, 1/4 and 1/8, so a 12 MP
+photo needed at 1280 px would decode at 3 MP instead of 1.7), EXIF orientation is applied, and
+every mode (CMYK, 16-bit, palette, alpha, grayscale) ends up as RGB uint8, with transparency
+composited onto white. Only the formats in `SUPPORTED_FORMATS` are parsed: no other Pillow
+plugin (EPS, PSD, ...) ever sees the bytes.
 
 The same open also yields what the cheap analyses need of the file: the SHA-256 of its bytes and
 its EXIF tags (read before orientation is applied; the GPS block is never read).
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 import pillow_heif
 import pybase64
+import simplejpeg
 from PIL import ExifTags, Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from festora.errors import ImageDecodeError, ImageTooLarge
@@ -71,7 +74,7 @@ class DecodedImage:
 def decode_image(data: bytes, *, max_pixels: int, min_long_side: int | None = None) -> DecodedImage:
     """Decode `data` to RGB, at reduced size when cheap and `min_long_side` allows it.
 
-    With `min_long_side`, JPEGs decode at the smallest DCT scale (1/2, 1/4, 1/8) whose long
+    With `min_long_side`, JPEGs decode at the smallest DCT scale (1/8 to 7/8) whose long
     side is still >= `min_long_side`; nothing is ever upscaled, other formats decode at full
     size. Raises ImageTooLarge (413) when width x height exceeds `max_pixels` (or Pillow's own
     decompression-bomb limit, whichever is lower) and ImageDecodeError (422) for empty,
@@ -85,14 +88,21 @@ def decode_image(data: bytes, *, max_pixels: int, min_long_side: int | None = No
         with Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS) as image:
             _check_pixel_count(image.size, max_pixels)
             width, height = image.size
-            if min_long_side is not None:
-                _draft(image, min_long_side)
-            image.load()
             exif = _exif_tags(image)
+            rgb = _decode_scaled_jpeg(data, image, min_long_side) if min_long_side else None
+            if rgb is None:
+                if min_long_side is not None:
+                    _draft(image, min_long_side)
+                image.load()
+                ImageOps.exif_transpose(image, in_place=True)
+                rgb = np.asarray(_to_rgb(image))
+            elif exif.get(ExifTags.Base.Orientation, 1) != 1:
+                turned = Image.fromarray(rgb)
+                turned.info["exif"] = image.info.get("exif")
+                rgb = np.asarray(ImageOps.exif_transpose(turned))
+            rgb.flags.writeable = False
             if exif.get(ExifTags.Base.Orientation) in _SWAPS_AXES:
                 width, height = height, width
-            ImageOps.exif_transpose(image, in_place=True)
-            rgb = np.asarray(_to_rgb(image))
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(_UNSUPPORTED) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -132,6 +142,27 @@ def _check_pixel_count(size: tuple[int, int], max_pixels: int) -> None:
             f"the image is {width}x{height} = {width * height:,} pixels; "
             f"the limit is {limit:,} pixels"
         )
+
+
+def _decode_scaled_jpeg(data: bytes, image: Image.Image, min_long_side: int) -> np.ndarray | None:
+    """The JPEG at the smallest M/8 scale whose long side is still >= `min_long_side`, or None
+    where Pillow should decode it (not a reduction, not YCbCr or grayscale, or anything
+    libjpeg-turbo merely warns about: Pillow decides whether that is an error)."""
+    if not isinstance(image, JpegImagePlugin.JpegImageFile) or image.mode not in ("RGB", "L"):
+        return None
+    width, height = image.size
+    if min_long_side >= max(width, height):
+        return None
+    wide = width >= height
+    try:
+        return simplejpeg.decode_jpeg(
+            data,
+            colorspace="RGB",
+            min_width=min_long_side if wide else 0,
+            min_height=0 if wide else min_long_side,
+        )
+    except ValueError:
+        return None
 
 
 def _draft(image: Image.Image, min_long_side: int) -> None:

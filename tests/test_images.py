@@ -99,14 +99,21 @@ R, G, B, W = corpus.RED, corpus.GREEN, corpus.BLUE, corpus.WHITE
         (8, [G, W, B, R], True),  # rotate 90 degrees counter-clockwise to view
     ],
 )
+@pytest.mark.parametrize("reduced", [False, True], ids=["full-size", "reduced"])
 def test_exif_orientation_is_applied_and_reported_in_width_and_height(
-    orientation: int, expected_corners: list[Colour], turned: bool
+    orientation: int, expected_corners: list[Colour], turned: bool, reduced: bool
 ) -> None:
-    image = decode(corpus.jpeg(corpus.quadrants(64, 48), orientation=orientation))
+    """Full size decodes through Pillow, reduced through libjpeg-turbo's scaling: both turn."""
+    data = corpus.jpeg(corpus.quadrants(64, 48), orientation=orientation)
+    image = decode(data, min_long_side=24) if reduced else decode(data)
 
     expected_size = (48, 64) if turned else (64, 48)
+    rows, columns = (18, 24) if reduced else (48, 64)  # reduced: 3/8
+    if turned:
+        rows, columns = columns, rows
     assert (image.width, image.height) == expected_size
-    assert image.rgb.shape == (expected_size[1], expected_size[0], 3)
+    assert image.rgb.shape == (rows, columns, 3)
+    assert image.rgb.flags.c_contiguous and not image.rgb.flags.writeable
     assert_corners(image, expected_corners, tolerance=12)
 
 
@@ -220,9 +227,9 @@ def large_jpeg() -> bytes:
 
 @pytest.mark.parametrize(
     ("min_long_side", "decoded_long_side"),
-    [(300, 375), (375, 375), (500, 750), (1500, 1500), (1600, 3000), (5000, 3000)],
+    [(300, 375), (375, 375), (500, 750), (1100, 1125), (1500, 1500), (1600, 1875), (5000, 3000)],
 )
-def test_jpeg_draft_keeps_the_long_side_at_least_min_long_side(
+def test_jpeg_decodes_at_the_smallest_eighth_scale_keeping_min_long_side(
     large_jpeg: bytes, min_long_side: int, decoded_long_side: int
 ) -> None:
     image = decode(large_jpeg, min_long_side=min_long_side)
