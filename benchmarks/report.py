@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks import overhead
+from benchmarks import overhead, profile
 from benchmarks.scenarios import EMBEDDING_12MP, FULL_12MP, LATENCY_12MP
 from benchmarks.targets import evaluate
 
@@ -148,6 +148,7 @@ def markdown(results: dict[str, Any]) -> str:
     out += _cpu_split(results)
     out += _batches(results)
     out += _overhead(results)
+    out += _profiles(results)
     out += _baseline(results)
     out += _efficiency(results)
     out += _memory(results)
@@ -318,6 +319,67 @@ def _overhead(results: dict[str, Any]) -> list[str]:
             ],
         ),
     ]
+    return out
+
+
+def _profiles(results: dict[str, Any]) -> list[str]:
+    """The timed CPU ms per image of each process, split by what py-spy saw it doing."""
+    profiles = results.get("profiles") or {}
+    scenarios = {s["name"]: s for s in results["scenarios"]}
+    splits = results.get("overhead") or {}
+    kinds = [kind for kind, _ in profile.KINDS if kind != profile.WAITING] + [profile.OTHER]
+    out: list[str] = []
+    for name, samples in profiles.items():
+        if name not in scenarios:
+            continue
+        split = profile.apportion(samples, scenarios[name]["cpu_ms_per_image_by_process"])
+        inprocess = (splits.get(name) or {}).get("processes", {})
+        rows = [
+            [
+                process,
+                _fmt(p["cpu_ms_per_image"], 1),
+                _fmt(inprocess.get(process, {}).get("inprocess_cpu_ms"), 1),
+                *(_fmt(p["ms_per_image"].get(kind, 0.0), 1) for kind in kinds),
+                f"{p['samples']} (+{p['waiting_samples']} waiting)",
+            ]
+            for process, p in split.items()
+        ]
+        served_work = sum(p["ms_per_image"].get(profile.WORK, 0.0) for p in split.values())
+        alone = sum(p.get("inprocess_cpu_ms", 0.0) for p in inprocess.values())
+        serving = sum(
+            ms
+            for p in split.values()
+            for kind, ms in p["ms_per_image"].items()
+            if kind != profile.WORK
+        )
+        out += [
+            "",
+            f"### Where `{name}`'s CPU goes, by kind of work (py-spy)",
+            "",
+            *_table(
+                ["Process", "Timed CPU ms/image", "In-process ms/image", *kinds, "Samples"],
+                rows,
+            ),
+            "",
+            f"Of its overhead, {_fmt(served_work - alone, 1)} ms per image is the work itself "
+            f"costing more while served ({_fmt(served_work, 1)} ms against "
+            f"{_fmt(alone, 1)} in one process: six processes share the cores and their caches) "
+            f"and {_fmt(serving, 1)} ms is serving (the other kinds).",
+        ]
+    if out:
+        out = [
+            "",
+            "## Where the overhead goes (py-spy samples of every serving process)",
+            "",
+            "After the timed runs, one more untimed run of each scenario below with py-spy "
+            f"sampling every serving process {profile.SAMPLES_PER_S} times a second "
+            "(`benchmarks/profile.py`). Each sample is filed under the innermost frame of its "
+            "stack that shows a kind of work (a heap trim inside a runner's call is a trim, a "
+            "pickle inside BentoML's dispatch is serialisation); samples of threads parked in "
+            "epoll or on a lock are counted apart as waiting. Each process's timed CPU ms per "
+            "image is split in the shares of its other samples.",
+            *out,
+        ]
     return out
 
 

@@ -37,10 +37,12 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import aggregate, batch_metrics, load, overhead, report, scenarios
+from benchmarks import aggregate, batch_metrics, load, overhead, profile, report, scenarios
 from benchmarks.server import CpuMeter, ImageHost, Served
 from benchmarks.workload import Photo, build_photos, by_size
 
+# Sampled with py-spy after the timed runs: where their serving overhead goes.
+PROFILED = (scenarios.EMBEDDING_12MP, scenarios.FULL_12MP)
 INPROCESS_PHOTO_MEGAPIXELS = 12  # the photos of the scenarios the overhead is computed for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -228,12 +230,20 @@ def serve_and_drive(
                     f"{summary['latency_p50_s']:.2f} s, {summary['errors']} errors, other "
                     f"users {result.cpu['other_pct']:.0f}%; mean batches: {mean_batches}"
                 )
+            profiles = {}
+            for plan in [p for p in plans if p.name in PROFILED]:
+                log(f"{plan.name}: sampling every serving process with py-spy (untimed)")
+                scenario = scenarios.build(plan, photos, host.url, args.quick)
+                profiles[plan.name] = profile.sample(
+                    server.pid, lambda scenario=scenario: load.run(server.url, scenario)
+                )
             sampler = server.sampler
             ready_s = server.ready_s
     return {
         "startup": {"ready_s": round(ready_s, 2), "health": health},
         "scenarios": aggregate.fold(measured),
         "scenario_runs": measured,
+        "profiles": profiles,
         "memory": {
             "peak_pss_bytes": sampler.peak_bytes,
             "phase_peak_pss_bytes": sampler.phase_peaks,

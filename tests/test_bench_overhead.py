@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from benchmarks import aggregate, batch_metrics, overhead, targets
+from benchmarks import aggregate, batch_metrics, overhead, profile, targets
 from benchmarks.scenarios import EMBEDDING_12MP, FULL_12MP
 
 
@@ -164,3 +166,42 @@ def test_report_tables_show_batches_and_overhead_per_process() -> None:
     assert "| CLIPEncoder | 38.0 | 35.0 | 3.0 |" in text
     assert "| festora-vision | 45.0 | 30.0 | 15.0 |" in text
     assert "| **total** | 83.0 | 65.0 | **18.0** |" in text
+
+
+# Frames as py-spy writes them: "function (module path:line)", outermost first.
+SERVE = "Server.run (uvicorn/server.py:86);Handle._run (asyncio/events.py:80)"
+ROUTE = "Route.handle (starlette/routing.py:289);FestoraVision.analyze (service.py:160)"
+SAMPLE_STACKS = {
+    f"{SERVE};EpollSelector.select (selectors.py:468) 20": profile.WAITING,
+    f"{ROUTE};decode_image (festora/images.py:92);_decode_scaled_jpeg (festora/images.py:158)"
+    " 50": profile.WORK,
+    f"{ROUTE};ImageAnalyzer.analyze (festora/analysis.py:164) 5": "dispatch (BentoML, "
+    "Starlette, asyncio, middleware)",
+    f"{SERVE};H11Protocol.data_received (uvicorn/protocols/http/h11_impl.py:175) 10": "HTTP "
+    "(sockets, parsing, runner client)",
+    f"{ROUTE};PickleSerde.serialize (_bentoml_impl/serde.py:280) 10": "serialisation "
+    "(pickle, JSON, pydantic)",
+    f"{SERVE};NimaTechnical.score (runners/nima.py:200);trim_after_batch "
+    "(runners/serving/memory.py:70);_trim (runners/serving/memory.py:55) 5": "heap trim",
+}
+
+
+def test_profile_files_each_sample_under_its_innermost_kind_of_work() -> None:
+    for line, kind in SAMPLE_STACKS.items():
+        stack = line.rpartition(" ")[0]
+        assert profile.kind_of(stack.split(";")) == kind, stack
+
+
+def test_profile_splits_the_timed_cpu_in_the_shares_of_busy_samples(tmp_path: Path) -> None:
+    raw = tmp_path / "api.txt"
+    raw.write_text("\n".join(SAMPLE_STACKS) + "\n")
+    samples = {"festora-vision": dict(profile.read_raw(raw)), "idle": {profile.WAITING: 9}}
+
+    split = profile.apportion(samples, {"festora-vision": 80.0, "idle": 0.1})
+
+    assert list(split) == ["festora-vision"]  # a process that did no work is left out
+    api = split["festora-vision"]
+    assert (api["samples"], api["waiting_samples"]) == (80, 20)
+    assert api["ms_per_image"][profile.WORK] == 50.0  # 50 of 80 busy samples of 80 ms
+    assert sum(api["ms_per_image"].values()) == pytest.approx(80.0)
+    assert profile.WAITING not in api["ms_per_image"]
