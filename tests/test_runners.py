@@ -9,6 +9,10 @@ reported score needs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +49,8 @@ def _photos() -> dict[str, np.ndarray]:
 
 
 PHOTOS = _photos()
+# Read at collection, before any test computes on this thread.
+CPUS_AT_START = os.sched_getaffinity(0)
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +121,39 @@ def test_a_loaded_runner_keeps_none_of_its_weights_file_resident(
         runner.score(np.zeros((3, size, size, 3), np.uint8))
     assert weights.stat().st_size > 100e6
     assert resident_bytes_of(weights) < 0.02 * weights.stat().st_size
+
+
+def test_computing_leaves_every_thread_free_to_run_on_every_core(runners: dict[str, Any]) -> None:
+    """OpenVINO pins the threads that compute while they compute, by default each runner
+    process's to the same first core: served, three runners took turns on one core while the
+    other waited. Every thread's CPU set is read while the models compute."""
+    assert len(CPUS_AT_START) > 1 or pytest.skip("one core: nothing to pin away from")
+    photo = PHOTOS["astronaut"]
+    work = [
+        lambda: runners[CLIP.key].encode(np.stack([preprocess.clip_input(photo)])),
+        lambda: runners[NIMA_TECHNICAL.key].score(np.stack([preprocess.nima_input(photo)])),
+        lambda: runners[FACES.key].analyze([preprocess.face_input(photo)[0]]),
+    ]
+    done = threading.Event()
+
+    def compute() -> None:
+        while not done.is_set():
+            for step in work:
+                step()
+
+    computing = threading.Thread(target=compute)
+    computing.start()
+    seen: set[frozenset[int]] = set()
+    try:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            for task in Path("/proc/self/task").iterdir():
+                with contextlib.suppress(OSError):  # a thread may end between the two calls
+                    seen.add(frozenset(os.sched_getaffinity(int(task.name))))
+    finally:
+        done.set()
+        computing.join()
+    assert seen == {frozenset(CPUS_AT_START)}
 
 
 @pytest.fixture

@@ -112,8 +112,14 @@ def image_precision(model_dir: Path, float_precision: Precision) -> Precision:
 
 def cpu_config(precision: Precision, num_threads: int) -> dict[Any, Any]:
     """How every model is compiled for the CPU: the runner's precision and thread count, one
-    stream (a runner computes one batch at a time), latency first. An int8 graph computes
-    what it left unquantised in fp32 (bf16 there was slower and no more faithful)."""
+    stream (a runner computes one batch at a time), latency first, threads left to the OS
+    scheduler. An int8 graph computes what it left unquantised in fp32 (bf16 there was slower
+    and no more faithful).
+
+    By default OpenVINO pins a thread to a core while it computes, and every runner process
+    picks the same first core: served, the face model and both NIMAs took turns on core 0
+    (and each other's caches) while the other core waited; unpinned, the full pipeline went
+    from 5.2 to 5.9 images/s at 8 clients (tests/test_runners.py checks it stays off)."""
     import openvino as ov
     import openvino.properties as props
     import openvino.properties.hint as hints
@@ -123,6 +129,7 @@ def cpu_config(precision: Precision, num_threads: int) -> dict[Any, Any]:
         hints.performance_mode: hints.PerformanceMode.LATENCY,
         props.inference_num_threads: num_threads,
         props.num_streams: 1,
+        hints.enable_cpu_pinning: False,
     }
 
 
