@@ -361,10 +361,9 @@ def _profiles(results: dict[str, Any]) -> list[str]:
                 rows,
             ),
             "",
-            f"Of its overhead, {_fmt(served_work - alone, 1)} ms per image is the work itself "
-            f"costing more while served ({_fmt(served_work, 1)} ms against "
-            f"{_fmt(alone, 1)} in one process: six processes share the cores and their caches) "
-            f"and {_fmt(serving, 1)} ms is serving (the other kinds).",
+            f"py-spy files {_fmt(served_work, 1)} ms per image under the work itself "
+            f"({_fmt(alone, 1)} in one process) and {_fmt(serving, 1)} ms under the serving "
+            "kinds.",
         ]
     if out:
         out = [
@@ -376,8 +375,11 @@ def _profiles(results: dict[str, Any]) -> list[str]:
             "(`benchmarks/profile.py`). Each sample is filed under the innermost frame of its "
             "stack that shows a kind of work (a heap trim inside a runner's call is a trim, a "
             "pickle inside BentoML's dispatch is serialisation); samples of threads parked in "
-            "epoll or on a lock are counted apart as waiting. Each process's timed CPU ms per "
-            "image is split in the shares of its other samples.",
+            "epoll or on a lock, or in uvloop's C code (which py-spy cannot see into: mostly "
+            "its epoll wait), are counted apart as waiting. Each process's timed CPU ms per "
+            "image is split in the shares of its other samples, so a kind's figure is an "
+            "estimate: real work in uvloop's C code (socket reads and writes) is spread over "
+            "the others.",
             *out,
         ]
     return out

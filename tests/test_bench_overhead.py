@@ -172,7 +172,8 @@ def test_report_tables_show_batches_and_overhead_per_process() -> None:
 SERVE = "Server.run (uvicorn/server.py:86);Handle._run (asyncio/events.py:80)"
 ROUTE = "Route.handle (starlette/routing.py:289);FestoraVision.analyze (service.py:160)"
 SAMPLE_STACKS = {
-    f"{SERVE};EpollSelector.select (selectors.py:468) 20": profile.WAITING,
+    f"{SERVE};EpollSelector.select (selectors.py:468) 12": profile.WAITING,
+    "asyncio_run (uvicorn/_compat.py:30);Runner.run (asyncio/runners.py:118) 8": profile.WAITING,
     f"{ROUTE};decode_image (festora/images.py:92);_decode_scaled_jpeg (festora/images.py:158)"
     " 50": profile.WORK,
     f"{ROUTE};ImageAnalyzer.analyze (festora/analysis.py:164) 5": "dispatch (BentoML, "
