@@ -6,8 +6,8 @@ is filed by its innermost frame that names a kind below (so a heap trim inside a
 `score` counts as a trim, and a pickle inside BentoML's dispatch as serialisation). py-spy
 also samples threads parked in epoll or on a lock, and cannot tell them from work in uvloop's C
 code; those are shown as waiting and left out of the shares, which are then applied to the
-timed runs' CPU ms per image. Sampling slows the
-server down, which is why this run is separate and not timed.
+timed runs' CPU ms per image. Sampling slows the server down, which is why this run is separate
+and not timed.
 """
 
 from __future__ import annotations
