@@ -98,29 +98,26 @@ def sample(server_pid: int, drive: Callable[[], object]) -> dict[str, dict[str, 
     """Samples by kind for every process of the serving tree while `drive()` runs."""
     procs = {short_name(p): p.pid for p in process_tree(server_pid)}
     with tempfile.TemporaryDirectory() as folder:
-        spies = {
-            name: subprocess.Popen(
+        outputs = {name: Path(folder, f"{pid}.txt") for name, pid in procs.items()}
+        spies = [
+            subprocess.Popen(
                 [
-                    str(PY_SPY), "record", "--pid", str(pid), "--rate", str(SAMPLES_PER_S),
-                    "--nonblocking", "--format", "raw", "--output", f"{folder}/{pid}.txt",
+                    str(PY_SPY), "record", "--pid", str(procs[name]), "--rate",
+                    str(SAMPLES_PER_S), "--nonblocking", "--format", "raw", "--output", str(out),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            for name, pid in procs.items()
-        }  # fmt: skip
+            for name, out in outputs.items()
+        ]  # fmt: skip
         try:
             drive()
         finally:
-            for spy in spies.values():
+            for spy in spies:
                 spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-            for spy in spies.values():
+            for spy in spies:
                 spy.wait(timeout=60)
-        return {
-            name: dict(read_raw(Path(folder, f"{procs[name]}.txt")))
-            for name in procs
-            if Path(folder, f"{procs[name]}.txt").exists()
-        }
+        return {name: dict(read_raw(out)) for name, out in outputs.items() if out.exists()}
 
 
 def apportion(samples: dict[str, dict[str, int]], cpu_ms: dict[str, float]) -> dict[str, Any]:

@@ -129,10 +129,13 @@ def test_computing_leaves_every_thread_free_to_run_on_every_core(runners: dict[s
     other waited. Every thread's CPU set is read while the models compute."""
     assert len(CPUS_AT_START) > 1 or pytest.skip("one core: nothing to pin away from")
     photo = PHOTOS["astronaut"]
+    clip_batch = np.stack([preprocess.clip_input(photo)])
+    nima_batch = np.stack([preprocess.nima_input(photo)])
+    face_image = preprocess.face_input(photo)[0]
     work = [
-        lambda: runners[CLIP.key].encode(np.stack([preprocess.clip_input(photo)])),
-        lambda: runners[NIMA_TECHNICAL.key].score(np.stack([preprocess.nima_input(photo)])),
-        lambda: runners[FACES.key].analyze([preprocess.face_input(photo)[0]]),
+        lambda: runners[CLIP.key].encode(clip_batch),
+        lambda: runners[NIMA_TECHNICAL.key].score(nima_batch),
+        lambda: runners[FACES.key].analyze([face_image]),
     ]
     done = threading.Event()
 
