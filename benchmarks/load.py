@@ -2,13 +2,16 @@
 
 Request bodies are serialised once, before the clock starts, and sent as raw bytes, so the
 clients spend their CPU on the network and not on building JSON (they share the 2 cores with
-the server). Each client thread has its own keep-alive connection and takes the next request
-from a shared counter, so `concurrency` requests are always in flight until the work runs out.
-Every response is checked: a fast wrong answer must not count as throughput.
+the server). The client is the standard library's `http.client`: sending a 12 MP photo's 4 MB
+body over loopback and reading the answer costs it 1.0 CPU ms, where httpx's takes 1.8. Each
+client thread has its own keep-alive connection and takes the next request from a shared
+counter, so `concurrency` requests are always in flight until the work runs out. Every
+response is checked: a fast wrong answer must not count as throughput.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import statistics
 import threading
@@ -16,8 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 from benchmarks.workload import Photo
 
@@ -160,18 +162,21 @@ def check_embedding(result: dict[str, Any]) -> str | None:
     return None
 
 
-def _send(client: httpx.Client, request: Request, check: Check) -> Outcome:
+def _send(connection: http.client.HTTPConnection, request: Request, check: Check) -> Outcome:
     start = time.perf_counter()
     try:
-        response = client.post(
-            request.path, content=request.body, headers={"content-type": "application/json"}
+        connection.request(
+            "POST", request.path, body=request.body, headers={"content-type": "application/json"}
         )
+        response = connection.getresponse()
+        body = response.read()
         latency = time.perf_counter() - start
-    except httpx.HTTPError as exc:
+    except (http.client.HTTPException, OSError) as exc:
+        connection.close()  # the next request opens a new connection
         return Outcome(time.perf_counter() - start, 0, f"{type(exc).__name__}: {exc}")
-    if response.status_code != 200:
-        return Outcome(latency, 0, f"HTTP {response.status_code}: {response.text[:200]}")
-    payload = response.json()
+    if response.status != 200:
+        return Outcome(latency, 0, f"HTTP {response.status}: {body[:200].decode(errors='replace')}")
+    payload = json.loads(body)
     results = payload["results"] if "results" in payload else [payload["result"]]
     problems = [p for p in map(check, results) if p]
     return Outcome(latency, len(results) - len(problems), problems[0] if problems else None)
@@ -184,16 +189,23 @@ def run(base_url: str, scenario: Scenario) -> ScenarioResult:
     next_index = iter(range(len(scenario.requests)))
     outcomes: list[Outcome] = []
 
+    server = urlsplit(base_url)
+
     def client_loop() -> None:
-        with httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT_S) as client:
+        connection = http.client.HTTPConnection(
+            server.hostname or "127.0.0.1", server.port, timeout=REQUEST_TIMEOUT_S
+        )
+        try:
             while True:
                 with lock:
                     index = next(next_index, None)
                 if index is None:
                     return
-                outcome = _send(client, scenario.requests[index], scenario.check)
+                outcome = _send(connection, scenario.requests[index], scenario.check)
                 with lock:
                     outcomes.append(outcome)
+        finally:
+            connection.close()
 
     threads = [
         threading.Thread(target=client_loop, name=f"client-{i}", daemon=True)
