@@ -516,7 +516,9 @@ def _memory(results: dict[str, Any]) -> list[str]:
         "",
         f"Peak PSS of the whole serving process tree: **{mem['peak_pss_bytes'] / GIB:.2f} GiB "
         f"({mem['peak_pss_bytes'] / 1e9:.2f} GB)**, from {mem['samples']} samples "
-        f"every {mem['interval_s']} s from `bentoml serve` start to shutdown ("
+        f"every {mem['interval_s']} s from `bentoml serve` start to shutdown"
+        + _sparse_sampling(mem)
+        + " ("
         + ", ".join(
             f"peak while {phase}: {peak / 1e9:.2f} GB"
             for phase, peak in mem.get("phase_peak_pss_bytes", {}).items()
@@ -525,6 +527,15 @@ def _memory(results: dict[str, Any]) -> list[str]:
         "",
         *_table(["Process", "PSS at the peak (GiB)", "Own peak (GiB)"], rows),
     ]
+
+
+def _sparse_sampling(mem: dict[str, Any]) -> str:
+    if "timed_interval_s" not in mem:  # results from before the sampler slowed down
+        return ""
+    return (
+        f", every {mem['timed_interval_s']} s while a scenario was timed (a sample costs "
+        f"{mem['sample_cpu_ms']} CPU ms, which the server being timed would lose)"
+    )
 
 
 def _startup(results: dict[str, Any]) -> list[str]:

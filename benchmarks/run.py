@@ -43,6 +43,7 @@ from benchmarks.workload import Photo, build_photos, by_size
 
 # Sampled with py-spy after the timed runs: where their serving overhead goes.
 PROFILED = (scenarios.EMBEDDING_12MP, scenarios.FULL_12MP)
+TIMED_PSS_INTERVAL_S = 2.0  # PSS samples while a scenario is timed (see PssSampler)
 INPROCESS_PHOTO_MEGAPIXELS = 12  # the photos of the scenarios the overhead is computed for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,9 +210,10 @@ def serve_and_drive(
                 quiet = meter.wait_quiet(args.quiet_wait, args.quiet_threshold)
                 scenario = scenarios.build(plan, photos, host.url, args.quick)
                 batches_before = batch_metrics.scrape(server.url)
-                before = meter.snapshot()
-                result = load.run(server.url, scenario)
-                after = meter.snapshot()
+                with server.sampler.sparse(TIMED_PSS_INTERVAL_S):
+                    before = meter.snapshot()
+                    result = load.run(server.url, scenario)
+                    after = meter.snapshot()
                 batches = batch_metrics.batches_between(
                     batches_before, batch_metrics.scrape(server.url)
                 )
@@ -251,6 +253,8 @@ def serve_and_drive(
             "process_peaks": sampler.process_peaks,
             "samples": sampler.samples,
             "interval_s": sampler.interval_s,
+            "timed_interval_s": TIMED_PSS_INTERVAL_S,
+            "sample_cpu_ms": round(1000 * sampler.sample_cpu_s / max(1, sampler.samples), 1),
         },
     }
 

@@ -1,7 +1,8 @@
-"""The benchmark's batch-size reading, overhead split and issue-12 target checks (pure logic)."""
+"""The benchmark's batch-size reading, overhead split, issue-12 target checks and own cost."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from benchmarks import aggregate, batch_metrics, overhead, profile, targets
 from benchmarks.scenarios import EMBEDDING_12MP, FULL_12MP
+from benchmarks.server import PssSampler
 
 
 def exposition(batches: dict[str, list[int]]) -> str:
@@ -206,3 +208,13 @@ def test_profile_splits_the_timed_cpu_in_the_shares_of_busy_samples(tmp_path: Pa
     assert api["ms_per_image"][profile.WORK] == 50.0  # 50 of 80 busy samples of 80 ms
     assert sum(api["ms_per_image"].values()) == pytest.approx(80.0)
     assert profile.WAITING not in api["ms_per_image"]
+
+
+def test_the_pss_sampler_counts_what_its_samples_cost_and_slows_down_on_request() -> None:
+    sampler = PssSampler(os.getpid(), interval_s=0.5)
+
+    assert sampler.sample() > 0
+    assert sampler.samples == 1 and sampler.sample_cpu_s > 0
+    with sampler.sparse(2.0):
+        assert sampler.interval_s == 2.0
+    assert sampler.interval_s == 0.5
