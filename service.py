@@ -307,7 +307,7 @@ class FestoraVision:
                 await self.runner_health.require(required_models(flags))
             data = await read_image_bytes(req.image or ImageInput(url=req.image_url), settings)
             size = max(LLM_IMAGE_MAX_SIDE, decode_size(flags, settings))
-            decoded = await in_image_worker(lambda: decode(data, size, settings))
+            decoded = await in_image_worker(lambda: decode(data, size, flags, settings))
             metrics: dict[str, Any] | None = None
             if req.include_metrics:
                 prepared = await in_image_worker(lambda: prepare_inputs(decoded, flags, settings))

@@ -96,7 +96,8 @@ def cheap_analyses(
     )
     data = jpeg(np.asarray(photo), captured_at=datetime(2024, 6, 1, 15), serial="SN-A")
     settings = get_settings()
-    decoded = decode(data, decode_size(AnalysisFlags(), settings), settings)
+    flags = AnalysisFlags()
+    decoded = decode(data, decode_size(flags, settings), flags, settings)
     gray = to_analysis_gray(decoded.rgb, settings.blur_analysis_size)
     work = {
         "sha256 of the file bytes": lambda: hashlib.sha256(data).hexdigest(),
@@ -107,7 +108,7 @@ def cheap_analyses(
             decoded.rgb, settings.blur_analysis_size
         ),
         "(the decode itself, for scale)": lambda: decode(
-            data, decode_size(AnalysisFlags(), settings), settings
+            data, decode_size(flags, settings), flags, settings
         ),
     }
     timings: dict[str, list[float]] = {name: [] for name in work}

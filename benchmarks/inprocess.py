@@ -82,7 +82,9 @@ def api_work(encoded: list[str], pipeline: str, rounds: int) -> dict[str, float]
                 )
             ),
             "decode": cpu_ms(
-                lambda: stage.update(decoded=analysis.decode(stage["data"], min_side, settings))
+                lambda: stage.update(
+                    decoded=analysis.decode(stage["data"], min_side, flags, settings)
+                )
             ),
         }
         times["prepare"] = cpu_ms(
@@ -123,6 +125,7 @@ def measure(photos: list[Path], batch_sizes: dict[str, list[int]], rounds: int) 
             analysis.decode(
                 decode_base64(e, max_bytes=settings.max_image_size_bytes),
                 analysis.decode_size(flags, settings),
+                flags,
                 settings,
             ),
             flags,

@@ -90,10 +90,17 @@ def decode_size(
     return max(sizes)
 
 
-def decode(data: bytes, min_long_side: int, settings: Settings) -> DecodedImage:
-    """Decode at reduced size where the format allows, within the pixel limit (run it
-    in_image_worker)."""
-    return decode_image(data, max_pixels=settings.max_image_pixels, min_long_side=min_long_side)
+def decode(
+    data: bytes, min_long_side: int, flags: AnalysisFlags, settings: Settings
+) -> DecodedImage:
+    """Decode at reduced size where the format allows, within the pixel limit, hashing the
+    bytes only for a fingerprint (run it in_image_worker)."""
+    return decode_image(
+        data,
+        max_pixels=settings.max_image_pixels,
+        min_long_side=min_long_side,
+        digest=flags.run_fingerprint,
+    )
 
 
 def prepare_inputs(
@@ -114,6 +121,8 @@ def prepare_inputs(
         if flags.run_exposure:
             inputs["exposure"] = measure_exposure(gray)
         if flags.run_fingerprint:
+            if decoded.sha256 is None:
+                raise ValueError("a fingerprint needs the image decoded with digest=True")
             inputs["fingerprint"] = fingerprint(gray, decoded.sha256)
     if flags.run_metadata:
         inputs["metadata"] = read_metadata(decoded.exif)
@@ -136,7 +145,7 @@ async def prepare(
     the decoded pixels never outlive this call."""
     min_side = decode_size(flags, settings, clip_size)
     return await in_image_worker(
-        lambda: prepare_inputs(decode(data, min_side, settings), flags, settings, clip_size)
+        lambda: prepare_inputs(decode(data, min_side, flags, settings), flags, settings, clip_size)
     )
 
 

@@ -8,8 +8,9 @@ every mode (CMYK, 16-bit, palette, alpha, grayscale) ends up as RGB uint8, with 
 composited onto white. Only the formats in `SUPPORTED_FORMATS` are parsed: no other Pillow
 plugin (EPS, PSD, ...) ever sees the bytes.
 
-The same open also yields what the cheap analyses need of the file: the SHA-256 of its bytes and
-its EXIF tags (read before orientation is applied; the GPS block is never read).
+The same open also yields what the cheap analyses need of the file: the SHA-256 of its bytes
+(when asked for: 1.4 ms of a 12 MP photo's ~25 ms decode) and its EXIF tags (read before
+orientation is applied; the GPS block is never read).
 
 Decoding is thread-safe: each call owns its Image objects and no global Pillow state is changed.
 """
@@ -60,18 +61,21 @@ class DecodedImage:
     `rgb` is H x W x 3 uint8, C-contiguous and read-only (it is shared by every analysis of the
     image: copy before modifying). It may be smaller than the original when the decode was
     reduced; `width` and `height` are always the full size after EXIF orientation. `sha256` is
-    the hex digest of the file bytes; `exif` maps EXIF tag ids to values, the main IFD and the
-    Exif sub-IFD merged (see `festora.metadata`), without GPS.
+    the hex digest of the file bytes (None when decoded without `digest`); `exif` maps EXIF
+    tag ids to values, the main IFD and the Exif sub-IFD merged (see `festora.metadata`),
+    without GPS.
     """
 
     rgb: np.ndarray
     width: int
     height: int
-    sha256: str = ""
+    sha256: str | None = None
     exif: dict[int, Any] = field(default_factory=dict)
 
 
-def decode_image(data: bytes, *, max_pixels: int, min_long_side: int | None = None) -> DecodedImage:
+def decode_image(
+    data: bytes, *, max_pixels: int, min_long_side: int | None = None, digest: bool = True
+) -> DecodedImage:
     """Decode `data` to RGB, at reduced size when cheap and `min_long_side` allows it.
 
     With `min_long_side`, JPEGs decode at the smallest DCT scale (1/8 to 7/8) whose long
@@ -112,7 +116,11 @@ def decode_image(data: bytes, *, max_pixels: int, min_long_side: int | None = No
     except _MALFORMED as exc:
         raise ImageDecodeError("the image is corrupt or truncated") from exc
     return DecodedImage(
-        rgb=rgb, width=width, height=height, sha256=hashlib.sha256(data).hexdigest(), exif=exif
+        rgb=rgb,
+        width=width,
+        height=height,
+        sha256=hashlib.sha256(data).hexdigest() if digest else None,
+        exif=exif,
     )
 
 

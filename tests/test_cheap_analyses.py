@@ -11,7 +11,7 @@ import anyio
 import pytest
 from PIL import ExifTags, Image
 
-from festora.analysis import prepare
+from festora.analysis import decode, prepare
 from festora.config import get_settings
 from festora.exposure import measure_exposure
 from festora.fingerprint import perceptual_hash, phash_distance
@@ -61,6 +61,7 @@ def test_fingerprint_from_the_decode_hashes_the_bytes_and_not_the_decode_size() 
     reduced = decode_image(data, max_pixels=MAX_PIXELS, min_long_side=224)
 
     assert full.sha256 == reduced.sha256 == hashlib.sha256(data).hexdigest()
+    assert decode_image(data, max_pixels=MAX_PIXELS, digest=False).sha256 is None
     assert reduced.rgb.shape[1] < full.rgb.shape[1]
     assert phash_distance(perceptual_hash(full.rgb), perceptual_hash(reduced.rgb)) <= 2
 
@@ -119,4 +120,6 @@ def test_prepare_computes_the_cheap_analyses_only_when_asked() -> None:
     assert everything["metadata"].camera_serial == "7"
     assert everything["exposure"].verdict == "ok"
     assert not {"exposure", "fingerprint", "metadata"} & set(nothing)
+    unhashed = decode(data, 224, AnalysisFlags(run_fingerprint=False), settings)
+    assert unhashed.sha256 is None  # no fingerprint asked for: the bytes are not hashed
     assert read_metadata({}).model_dump() == dict.fromkeys(read_metadata({}).model_dump())
