@@ -59,3 +59,27 @@ def _fold_batches(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str
             "mean_batch_size": round(requests / batches, 3),
         }
     return folded
+
+
+def fold_baseline(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One baseline from its timings before each pass of the scenario list: the median
+    throughputs (each pass's beside them), so each ratio's two sides span the same minutes."""
+    row = dict(runs[0])
+    row["passes"] = len(runs)
+    for rate, seconds in (
+        ("full_images_per_s", "full_seconds_per_image"),
+        ("embedding_images_per_s", "embedding_seconds_per_image"),
+    ):
+        values = [r[rate] for r in runs]
+        row[rate] = statistics.median(values)
+        row[f"{rate}_runs"] = [round(v, 4) for v in values]
+        row[seconds] = 1 / row[rate]
+    row["stage_mean_seconds"] = {
+        stage: round(statistics.fmean(r["stage_mean_seconds"][stage] for r in runs), 4)
+        for stage in runs[0]["stage_mean_seconds"]
+    }
+    row["cpu"] = {
+        key: round(statistics.fmean(r["cpu"].get(key, 0.0) for r in runs), 2)
+        for key in runs[0]["cpu"]
+    }
+    return row

@@ -8,11 +8,13 @@ One run, so every ratio compares numbers taken on the same machine at the same t
    architectures and files as real weights: honest about speed, meaningless scores);
 2. makes 12 MP and 24 MP camera-like JPEGs from the photos scikit-learn/scikit-image ship;
 3. measures the machine (CPU, matmul GFLOP/s ceiling) and counts each model's FLOPs;
-4. times the naive per-image pipeline of the original service on the same weights;
-5. serves the service, times start -> /readyz, samples the serving tree's PSS throughout,
+4. serves the service, times start -> /readyz, samples the serving tree's PSS throughout,
    and drives every scenario in `scenarios.PLANS` with concurrent HTTP clients (base64 bodies
    and URLs served from a local HTTP server), reading each runner's batches from /metrics
    around every scenario;
+5. before each pass over the scenarios, with the server idle, times the naive per-image
+   pipeline of the original service on the same weights: the machine's speed drifts by tens
+   of percent within a run, so each ratio's baseline is timed among the runs it divides;
 6. with the server stopped, times the same work in one plain process (decode, preparation,
    each model at the batch sizes the server dispatched), the base of the serving overhead;
 7. writes the tables and the target checks.
@@ -149,11 +151,23 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def run_baseline(photos: list[Photo], count: int, meter: CpuMeter, out: Path) -> dict[str, Any]:
-    paths = [str(p.path) for p in by_size(photos, 12)[:count]]
+def time_baseline(
+    args: argparse.Namespace, photos: list[Photo], meter: CpuMeter, repeat: int
+) -> dict[str, Any]:
+    """The naive pipeline on `--baseline-images` 12 MP photos, in a child process."""
+    log(f"timing the naive baseline on {args.baseline_images} x 12 MP (pass {repeat})")
+    quiet = meter.wait_quiet(args.quiet_wait, args.quiet_threshold)
+    paths = [str(p.path) for p in by_size(photos, 12)[: args.baseline_images]]
     before = meter.snapshot()
-    result = child_json("benchmarks.baseline", out, *paths)
-    result["cpu"] = CpuMeter.delta(before, meter.snapshot())
+    result = child_json("benchmarks.baseline", WORK / f"baseline-{repeat}.json", *paths)
+    result["cpu"] = {
+        **CpuMeter.delta(before, meter.snapshot()),
+        "waited_for_quiet_s": quiet["waited_s"],
+    }
+    log(
+        f"baseline: {result['full_seconds_per_image']:.2f} s/image full, "
+        f"{result['embedding_seconds_per_image']:.2f} s/image embedding only"
+    )
     return result
 
 
@@ -185,7 +199,8 @@ def run_inprocess(
 def serve_and_drive(
     args: argparse.Namespace, photos: list[Photo], env: dict[str, str], out_dir: Path
 ) -> dict[str, Any]:
-    """Serve, wait for ready, warm up, run every selected scenario; return the measurements."""
+    """Serve, wait for ready, warm up, run every selected scenario (and the baseline before
+    each pass over them); return the measurements."""
     plans = [p for p in scenarios.PLANS if not args.only or any(o in p.name for o in args.only)]
     with ImageHost(photos[0].path.parent) as host:
         log("starting bentoml serve")
@@ -205,8 +220,10 @@ def serve_and_drive(
                     raise RuntimeError(
                         f"warm-up failed: {result.problems[:3]}\n{server.log_tail()}"
                     )
-            measured = []
+            measured, baselines = [], []
             for repeat, plan in [(r, p) for r in range(1, args.repeat + 1) for p in plans]:
+                if plan is plans[0] and not args.skip_baseline:
+                    baselines.append(time_baseline(args, photos, meter, repeat))
                 quiet = meter.wait_quiet(args.quiet_wait, args.quiet_threshold)
                 scenario = scenarios.build(plan, photos, host.url, args.quick)
                 batches_before = batch_metrics.scrape(server.url)
@@ -242,6 +259,7 @@ def serve_and_drive(
             sampler = server.sampler
             ready_s = server.ready_s
     return {
+        "baseline": aggregate.fold_baseline(baselines) if baselines else None,
         "startup": {"ready_s": round(ready_s, 2), "health": health},
         "scenarios": aggregate.fold(measured),
         "scenario_runs": measured,
@@ -335,17 +353,6 @@ def main(argv: list[str] | None = None) -> int:
     machine = child_json("benchmarks.machine", WORK / "machine.json", str(os.cpu_count() or 1))
     log("counting model FLOPs")
     flops = child_json("benchmarks.flops", WORK / "flops.json")
-    baseline = None
-    if not args.skip_baseline:
-        log(f"timing the naive baseline on {args.baseline_images} x 12 MP")
-        quiet = meter.wait_quiet(args.quiet_wait, args.quiet_threshold)
-        baseline = run_baseline(photos, args.baseline_images, meter, WORK / "baseline.json")
-        baseline["cpu"]["waited_for_quiet_s"] = quiet["waited_s"]
-        log(
-            f"baseline: {baseline['full_seconds_per_image']:.2f} s/image full, "
-            f"{baseline['embedding_seconds_per_image']:.2f} s/image embedding only"
-        )
-
     served = serve_and_drive(args, photos, env, out_dir if args.quick else WORK)
     log("timing the same work in one process (decode, preparation, models at the served batches)")
     quiet = meter.wait_quiet(args.quiet_wait, args.quiet_threshold)
@@ -373,7 +380,6 @@ def main(argv: list[str] | None = None) -> int:
         },
         "machine": machine,
         "flops": flops,
-        "baseline": baseline,
         "inprocess": inprocess,
         "photos": [
             {"name": p.name, "width": p.width, "height": p.height, "bytes": p.size_bytes}

@@ -79,4 +79,24 @@ def test_a_wrong_answer_is_not_counted_as_an_image() -> None:
         result = run(server.base_url, scenario(["ok", "ok"], concurrency=2))
 
     assert result.images_ok == 0
-    assert result.problems == ["x: expected the embedding only"] * 2
+    assert result.problems == ["x: expected the embedding only, got ['blur']"] * 2
+
+
+def test_embedding_only_means_the_baseline_work_and_full_means_every_analysis() -> None:
+    from benchmarks.load import ALL_FLAGS, EMBEDDING_ONLY, check_full
+
+    assert [f for f, on in EMBEDDING_ONLY.items() if on] == ["run_embedding"]
+    assert set(ALL_FLAGS) == set(EMBEDDING_ONLY) and all(ALL_FLAGS.values())
+    assert check_embedding({"image_id": "a", **EMBEDDING}) is None
+    problem = check_embedding({"image_id": "a", **EMBEDDING, "fingerprint": {"sha256": "0"}})
+    assert problem is not None and "fingerprint" in problem
+
+    full = {
+        "image_id": "a",
+        **EMBEDDING,
+        **{k: {"score": 1} for k in ("blur", "quality", "aesthetic", "exposure", "fingerprint")},
+        "metadata": {"camera_make": None},
+        "emotion": None,  # no face
+    }
+    assert check_full(full) is None
+    assert check_full({**full, "exposure": None}) == "a: no exposure"

@@ -142,6 +142,42 @@ def test_targets_check_efficiency_overhead_and_embedding_ratio() -> None:
     assert ratio.passed is True and ratio.measured.startswith("15.3x")
 
 
+def baseline_pass(full: float, embedding: float, other_pct: float) -> dict[str, object]:
+    return {
+        "torch_threads": 2,
+        "images": [{"image": "a.jpg"}],
+        "full_images_per_s": full,
+        "full_seconds_per_image": 1 / full,
+        "embedding_images_per_s": embedding,
+        "embedding_seconds_per_image": 1 / embedding,
+        "stage_mean_seconds": {"decode": 1 / embedding / 2, "clip": 1 / embedding / 2},
+        "cpu": {"other_pct": other_pct},
+    }
+
+
+def test_baseline_timed_per_pass_folds_to_medians_and_reports_each_pass() -> None:
+    from benchmarks import report
+
+    runs = [
+        baseline_pass(0.10, 2.0, 1.0),
+        baseline_pass(0.12, 3.0, 3.0),
+        baseline_pass(0.11, 4.0, 2.0),
+    ]
+    folded = aggregate.fold_baseline(runs)
+    assert folded["passes"] == 3
+    assert folded["full_images_per_s"] == pytest.approx(0.11)
+    assert folded["embedding_images_per_s"] == pytest.approx(3.0)
+    assert folded["embedding_seconds_per_image"] == pytest.approx(1 / 3)
+    assert folded["embedding_images_per_s_runs"] == [2.0, 3.0, 4.0]
+    assert folded["cpu"]["other_pct"] == pytest.approx(2.0)
+
+    emb = scenario(EMBEDDING_12MP, "embedding", 36.0, {"festora-vision": 30.0}, {})
+    text = "\n".join(report._baseline({"baseline": folded, "scenarios": [emb]}))
+    assert "medians of 3 passes: full 0.1000, 0.1200, 0.1100" in text
+    assert "embedding 2.000, 3.000, 4.000 images/s" in text
+    assert "36.00 images/s = **12.0x** the baseline (3.0000 images/s)" in text
+
+
 def test_report_tables_show_batches_and_overhead_per_process() -> None:
     from benchmarks import report
 
