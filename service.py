@@ -306,7 +306,8 @@ class FestoraVision:
             if req.include_metrics:
                 await self.runner_health.require(required_models(flags))
             data = await read_image_bytes(req.image or ImageInput(url=req.image_url), settings)
-            size = max(LLM_IMAGE_MAX_SIDE, decode_size(flags, settings))
+            needed = decode_size(flags, settings)
+            size = needed._replace(long_side=max(LLM_IMAGE_MAX_SIDE, needed.long_side))
             decoded = await in_image_worker(lambda: decode(data, size, flags, settings))
             metrics: dict[str, Any] | None = None
             if req.include_metrics:

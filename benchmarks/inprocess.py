@@ -70,7 +70,7 @@ def api_work(encoded: list[str], pipeline: str, rounds: int) -> dict[str, float]
     """Mean CPU ms per image of each stage of the API process's work for `pipeline`."""
     settings = get_settings()
     flags = AnalysisFlags(**PIPELINE_FLAGS[pipeline])
-    min_side = analysis.decode_size(flags, settings)
+    size = analysis.decode_size(flags, settings)
     totals = {"base64": 0.0, "decode": 0.0, "prepare": 0.0}
 
     def one(data_b64: str) -> dict[str, float]:
@@ -82,9 +82,7 @@ def api_work(encoded: list[str], pipeline: str, rounds: int) -> dict[str, float]
                 )
             ),
             "decode": cpu_ms(
-                lambda: stage.update(
-                    decoded=analysis.decode(stage["data"], min_side, flags, settings)
-                )
+                lambda: stage.update(decoded=analysis.decode(stage["data"], size, flags, settings))
             ),
         }
         times["prepare"] = cpu_ms(

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -76,29 +76,39 @@ class PreparedImage:
     inputs: dict[str, Any]
 
 
+class DecodeSize(NamedTuple):
+    """What the requested analyses need of the decode: the longest long side one shrinks to
+    (faces, BRISQUE, blur) and the longest short side one resizes to (CLIP, NIMA)."""
+
+    long_side: int
+    short_side: int
+
+
 def decode_size(
     flags: AnalysisFlags, settings: Settings, clip_size: int = preprocess.CLIP_SIZE
-) -> int:
-    """The smallest long side the requested analyses need, so JPEGs decode at reduced size."""
-    sizes = [clip_size]
+) -> DecodeSize:
+    """The least the requested analyses need, so JPEGs decode at reduced size."""
+    long_sides, short_sides = [clip_size], [0]
     if flags.run_blur:
-        sizes.append(settings.blur_analysis_size)
+        long_sides.append(settings.blur_analysis_size)
     if flags.run_quality:
-        sizes += [preprocess.NIMA_SIZE, preprocess.BRISQUE_LONG_SIDE]
+        long_sides += [preprocess.NIMA_SIZE, preprocess.BRISQUE_LONG_SIDE]
+        short_sides.append(preprocess.NIMA_SIZE)
     if flags.run_emotion:
-        sizes.append(preprocess.FACE_LONG_SIDE)
-    return max(sizes)
+        long_sides.append(preprocess.FACE_LONG_SIDE)
+    if flags.run_embedding:
+        short_sides.append(clip_size)
+    return DecodeSize(max(long_sides), max(short_sides))
 
 
-def decode(
-    data: bytes, min_long_side: int, flags: AnalysisFlags, settings: Settings
-) -> DecodedImage:
+def decode(data: bytes, size: DecodeSize, flags: AnalysisFlags, settings: Settings) -> DecodedImage:
     """Decode at reduced size where the format allows, within the pixel limit, hashing the
     bytes only for a fingerprint (run it in_image_worker)."""
     return decode_image(
         data,
         max_pixels=settings.max_image_pixels,
-        min_long_side=min_long_side,
+        min_long_side=size.long_side,
+        min_short_side=size.short_side,
         digest=flags.run_fingerprint,
     )
 
@@ -143,9 +153,9 @@ async def prepare(
 ) -> PreparedImage:
     """Decode once, at the smallest size the analyses allow, and derive every model's input;
     the decoded pixels never outlive this call."""
-    min_side = decode_size(flags, settings, clip_size)
+    size = decode_size(flags, settings, clip_size)
     return await in_image_worker(
-        lambda: prepare_inputs(decode(data, min_side, flags, settings), flags, settings, clip_size)
+        lambda: prepare_inputs(decode(data, size, flags, settings), flags, settings, clip_size)
     )
 
 

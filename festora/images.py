@@ -74,18 +74,27 @@ class DecodedImage:
 
 
 def decode_image(
-    data: bytes, *, max_pixels: int, min_long_side: int | None = None, digest: bool = True
+    data: bytes,
+    *,
+    max_pixels: int,
+    min_long_side: int | None = None,
+    min_short_side: int = 0,
+    digest: bool = True,
 ) -> DecodedImage:
     """Decode `data` to RGB, at reduced size when cheap and `min_long_side` allows it.
 
     With `min_long_side`, JPEGs decode at the smallest DCT scale (1/8 to 7/8) whose long
-    side is still >= `min_long_side`; nothing is ever upscaled, other formats decode at full
-    size. Raises ImageTooLarge (413) when width x height exceeds `max_pixels` (or Pillow's own
-    decompression-bomb limit, whichever is lower) and ImageDecodeError (422) for empty,
-    truncated, corrupt or unsupported data.
+    side is still >= `min_long_side` and short side >= `min_short_side` (a model that resizes
+    the short side, as CLIP and NIMA do, must not get a 1024 x 768 photo decoded to 256 x 192);
+    nothing is ever upscaled, other formats decode at full size. Raises ImageTooLarge (413)
+    when width x height exceeds `max_pixels` (or Pillow's own decompression-bomb limit,
+    whichever is lower) and ImageDecodeError (422) for empty, truncated, corrupt or
+    unsupported data.
     """
     if min_long_side is not None and min_long_side < 1:
         raise ValueError(f"min_long_side must be positive, got {min_long_side}")
+    if min_short_side < 0:
+        raise ValueError(f"min_short_side must not be negative, got {min_short_side}")
     if not data:
         raise ImageDecodeError("the image is empty (0 bytes)")
     try:
@@ -93,10 +102,11 @@ def decode_image(
             _check_pixel_count(image.size, max_pixels)
             width, height = image.size
             exif = _exif_tags(image)
-            rgb = _decode_scaled_jpeg(data, image, min_long_side) if min_long_side else None
+            needed = _needed_size(image.size, min_long_side, min_short_side)
+            rgb = _decode_scaled_jpeg(data, image, needed) if needed else None
             if rgb is None:
-                if min_long_side is not None:
-                    _draft(image, min_long_side)
+                if needed:
+                    _draft(image, needed)
                 image.load()
                 ImageOps.exif_transpose(image, in_place=True)
                 rgb = np.asarray(_to_rgb(image))
@@ -152,41 +162,40 @@ def _check_pixel_count(size: tuple[int, int], max_pixels: int) -> None:
         )
 
 
-def _decode_scaled_jpeg(data: bytes, image: Image.Image, min_long_side: int) -> np.ndarray | None:
-    """The JPEG at the smallest M/8 scale whose long side is still >= `min_long_side`, or None
-    where Pillow should decode it (not a reduction, not YCbCr or grayscale, or anything
-    libjpeg-turbo merely warns about: Pillow decides whether that is an error)."""
+def _needed_size(
+    size: tuple[int, int], min_long_side: int | None, min_short_side: int
+) -> tuple[int, int] | None:
+    """The (width, height) a reduced decode must keep at least, or None where it cannot be
+    reduced (or was not asked to be)."""
+    width, height = size
+    if min_long_side is None or min_long_side >= max(size) or min_short_side >= min(size):
+        return None
+    return (min_long_side, min_short_side) if width >= height else (min_short_side, min_long_side)
+
+
+def _decode_scaled_jpeg(
+    data: bytes, image: Image.Image, needed: tuple[int, int]
+) -> np.ndarray | None:
+    """The JPEG at the smallest M/8 scale that keeps `needed` (width, height), or None where
+    Pillow should decode it (not YCbCr or grayscale, or anything libjpeg-turbo merely warns
+    about: Pillow decides whether that is an error)."""
     if not isinstance(image, JpegImagePlugin.JpegImageFile) or image.mode not in ("RGB", "L"):
         return None
-    width, height = image.size
-    if min_long_side >= max(width, height):
-        return None
-    wide = width >= height
     try:
         return simplejpeg.decode_jpeg(
-            data,
-            colorspace="RGB",
-            min_width=min_long_side if wide else 0,
-            min_height=0 if wide else min_long_side,
+            data, colorspace="RGB", min_width=needed[0], min_height=needed[1]
         )
     except ValueError:
         return None
 
 
-def _draft(image: Image.Image, min_long_side: int) -> None:
-    """Let libjpeg decode at the smallest scale whose long side stays >= `min_long_side`."""
+def _draft(image: Image.Image, needed: tuple[int, int]) -> None:
+    """Let libjpeg decode at the smallest of 1/8, 1/4, 1/2 that keeps `needed` (width, height)."""
     if not isinstance(image, JpegImagePlugin.JpegImageFile):
         return
-    width, height = image.size
-    long_side = max(width, height)
-    if min_long_side >= long_side:
-        return
-    # Pillow picks the largest scale s in (8, 4, 2, 1) with s <= min(W // w, H // h), so
-    # asking for the image shrunk to a long side of exactly `min_long_side` keeps it >= that.
-    image.draft(
-        "RGB",
-        (max(1, width * min_long_side // long_side), max(1, height * min_long_side // long_side)),
-    )
+    # Pillow picks the largest scale s in (8, 4, 2, 1) with s <= min(W // w, H // h), so the
+    # decoded image keeps at least w x h.
+    image.draft("RGB", (max(1, needed[0]), max(1, needed[1])))
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

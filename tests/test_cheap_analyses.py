@@ -11,7 +11,7 @@ import anyio
 import pytest
 from PIL import ExifTags, Image
 
-from festora.analysis import decode, prepare
+from festora.analysis import DecodeSize, decode, prepare
 from festora.config import get_settings
 from festora.exposure import measure_exposure
 from festora.fingerprint import perceptual_hash, phash_distance
@@ -120,6 +120,6 @@ def test_prepare_computes_the_cheap_analyses_only_when_asked() -> None:
     assert everything["metadata"].camera_serial == "7"
     assert everything["exposure"].verdict == "ok"
     assert not {"exposure", "fingerprint", "metadata"} & set(nothing)
-    unhashed = decode(data, 224, AnalysisFlags(run_fingerprint=False), settings)
+    unhashed = decode(data, DecodeSize(224, 224), AnalysisFlags(run_fingerprint=False), settings)
     assert unhashed.sha256 is None  # no fingerprint asked for: the bytes are not hashed
     assert read_metadata({}).model_dump() == dict.fromkeys(read_metadata({}).model_dump())

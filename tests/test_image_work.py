@@ -14,7 +14,7 @@ from PIL import Image
 from skimage import data
 
 from festora import preprocess
-from festora.analysis import prepare
+from festora.analysis import DecodeSize, decode_size, prepare
 from festora.config import get_settings
 from festora.image_workers import IMAGE_WORKERS, in_image_worker
 from festora.schemas import AnalysisFlags
@@ -76,3 +76,29 @@ def test_prepare_keeps_only_the_model_inputs(embedding_only: bool) -> None:
     assert prepared.inputs["blur"].analysis_size_px == 1024
     # the 2000 x 1500 decode itself is gone: at most what the models need is kept
     assert sum(a.nbytes for a in arrays.values()) < 768 * 576 * 3 + 1280 * 960 * 3 + 2 * 299**2 * 3
+
+
+def test_decode_size_keeps_the_short_side_clip_and_nima_resize() -> None:
+    settings = get_settings()
+    embedding = AnalysisFlags(run_blur=False, run_quality=False, run_emotion=False)
+    quality = AnalysisFlags(run_blur=False, run_emotion=False, run_embedding=False)
+
+    assert decode_size(embedding, settings) == DecodeSize(224, 224)
+    assert decode_size(embedding, settings, clip_size=336) == DecodeSize(336, 336)
+    assert decode_size(quality, settings) == DecodeSize(preprocess.BRISQUE_LONG_SIDE, 299)
+    assert decode_size(AnalysisFlags(), settings).long_side == preprocess.FACE_LONG_SIDE
+
+
+@pytest.mark.parametrize("size", [(1024, 768), (2400, 800)], ids=["1024x768", "panorama"])
+def test_embedding_only_clip_input_matches_a_full_size_decode(size: tuple[int, int]) -> None:
+    """A 1024 x 768 JPEG at 1/4 is 256 x 192: CLIP would see its short side upscaled."""
+    photo = Image.fromarray(data.astronaut()).resize(size, Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", quality=92)
+    embedding = AnalysisFlags(run_blur=False, run_quality=False, run_emotion=False)
+
+    served = anyio.run(prepare, buffer.getvalue(), embedding, get_settings()).inputs["clip"]
+    reference = preprocess.clip_input(np.asarray(Image.open(buffer).convert("RGB")))
+
+    difference = np.abs(served.astype(np.int16) - reference.astype(np.int16))
+    assert difference.mean() < 1.5 and np.percentile(difference, 99) <= 8

@@ -240,6 +240,21 @@ def test_jpeg_decodes_at_the_smallest_eighth_scale_keeping_min_long_side(
     assert_corners(image, QUADRANT_CORNERS, tolerance=12)
 
 
+@pytest.mark.parametrize("cmyk", [False, True], ids=["simplejpeg", "pillow-draft"])
+@pytest.mark.parametrize("size", [(3000, 1000), (1000, 3000)], ids=["wide", "tall"])
+def test_reduced_jpeg_decode_keeps_min_short_side(size: tuple[int, int], cmyk: bool) -> None:
+    picture = corpus.quadrants(*size)
+    data = corpus.encode(picture.convert("CMYK"), "JPEG") if cmyk else corpus.jpeg(picture)
+
+    # 1/8 would keep the long side (375 >= 224) but cut the short one to 125
+    image = decode(data, min_long_side=224, min_short_side=224)
+    short, long = sorted(image.rgb.shape[:2])
+
+    assert (short, long) == (250, 750)  # 1/4: 224 <= 250
+    assert image.rgb.shape[1] == (750 if size[0] > size[1] else 250)
+    assert sorted(decode(data, min_long_side=224).rgb.shape[:2]) == [125, 375]
+
+
 def test_jpeg_draft_with_exif_rotation_reports_the_full_turned_size() -> None:
     image = decode(corpus.jpeg(corpus.quadrants(3000, 2000), orientation=6), min_long_side=500)
 
