@@ -23,7 +23,7 @@ def fold(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups[run["name"]].append(run)
     folded = []
     for group in groups.values():
-        row = dict(group[0])
+        row = {k: v for k, v in group[0].items() if k != "inprocess"}  # per run: see overhead
         row["repeats"] = len(group)
         for key in _MEDIANS:
             values = [r[key] for r in group]
@@ -83,3 +83,31 @@ def fold_baseline(runs: list[dict[str, Any]]) -> dict[str, Any]:
         for key in runs[0]["cpu"]
     }
     return row
+
+
+def fold_inprocess(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The in-process timings taken after each scenario run, as one table: each stage's and
+    each runner's mean at each batch size over the runs that timed it."""
+    if not runs:
+        return None
+
+    def mean_by_key(tables: list[dict[str, float]]) -> dict[str, float]:
+        keys = sorted({k for t in tables for k in t}, key=lambda k: (len(k), k))
+        return {k: round(statistics.fmean(t[k] for t in tables if k in t), 2) for k in keys}
+
+    def nested(field: str) -> dict[str, dict[str, float]]:
+        names = list(dict.fromkeys(n for r in runs for n in r[field]))
+        return {n: mean_by_key([r[field][n] for r in runs if n in r[field]]) for n in names}
+
+    return {
+        "photos": runs[0]["photos"],
+        "rounds": runs[0]["rounds"],
+        "runs": len(runs),
+        "api_cpu_ms_per_image": nested("api_cpu_ms_per_image"),
+        "runner_cpu_ms_per_image": nested("runner_cpu_ms_per_image"),
+        "engines": {k: v for r in runs for k, v in r["engines"].items()},
+        "cpu": {
+            key: round(statistics.fmean(r["cpu"].get(key, 0.0) for r in runs), 2)
+            for key in runs[0]["cpu"]
+        },
+    }

@@ -14,8 +14,8 @@ they compare directly with the CPU the serving processes spent. The API work is 
 any runner loads, because loading a runner caps OpenCV's threads for the whole process.
 
 Run as a child process: `python -m benchmarks.inprocess OUT.json SPEC.json`, SPEC being
-{"photos": [paths], "batch_sizes": {runner name: [sizes]}, "rounds": n}, with the server's
-environment.
+{"photos": [paths], "pipelines": ["full" | "embedding", ...], "batch_sizes": {runner name:
+[sizes]}, "rounds": n}, with the server's environment.
 """
 
 from __future__ import annotations
@@ -112,9 +112,11 @@ def runner_work(
     return round(total / (batches * size), 2)
 
 
-def measure(photos: list[Path], batch_sizes: dict[str, list[int]], rounds: int) -> dict[str, Any]:
+def measure(
+    photos: list[Path], pipelines: list[str], batch_sizes: dict[str, list[int]], rounds: int
+) -> dict[str, Any]:
     encoded = [base64.b64encode(p.read_bytes()).decode() for p in photos]
-    api = {pipeline: api_work(encoded, pipeline, rounds) for pipeline in PIPELINE_FLAGS}
+    api = {pipeline: api_work(encoded, pipeline, rounds) for pipeline in pipelines}
 
     settings = get_settings()
     flags = AnalysisFlags(**ALL_FLAGS)
@@ -158,7 +160,9 @@ def measure(photos: list[Path], batch_sizes: dict[str, list[int]], rounds: int) 
 def main() -> None:
     out = Path(sys.argv[1])
     spec = json.loads(Path(sys.argv[2]).read_text())
-    result = measure([Path(p) for p in spec["photos"]], spec["batch_sizes"], spec["rounds"])
+    result = measure(
+        [Path(p) for p in spec["photos"]], spec["pipelines"], spec["batch_sizes"], spec["rounds"]
+    )
     out.write_text(json.dumps(result, indent=2))
 
 

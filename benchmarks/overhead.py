@@ -1,10 +1,11 @@
 """Serving overhead: what each serving process spent per image beyond the work itself.
 
 The server's CPU ms per image (by process, from `CpuMeter`) minus the in-process CPU ms of the
-same work (`benchmarks.inprocess`): the API process against its decode and preparation for the
-scenario's pipeline, each runner against its model work at the mean batch size it dispatched
-during the scenario (from /metrics), every other process (the supervisor, idle runners)
-against nothing. What remains is serialisation, dispatch, copies, heap trims and idling.
+same work (`benchmarks.inprocess`, timed right after each run of the scenario): the API process
+against its decode and preparation for the scenario's pipeline, each runner against its model
+work at the mean batch size it dispatched during the run (from /metrics), every other process
+(the supervisor, idle runners) against nothing. What remains is serialisation, dispatch,
+copies, heap trims and idling.
 """
 
 from __future__ import annotations
@@ -69,15 +70,42 @@ def split(scenario: dict[str, Any], inprocess: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def evaluate(scenarios: list[dict[str, Any]], inprocess: dict[str, Any] | None) -> dict[str, Any]:
-    """The overhead split of every scenario the in-process run covers, by scenario name."""
-    if not inprocess:
-        return {}
-    found = {}
-    for s in scenarios:
-        if s["endpoint"] != "analyze" or s["source"] != "base64" or s["megapixels"] != 12:
-            continue  # the in-process run decodes the 12 MP photos from base64, one at a time
-        result = split(s, inprocess)
+def covers(scenario: dict[str, Any]) -> bool:
+    """Whether the in-process run can time `scenario`'s work: it decodes the 12 MP photos
+    from base64, one at a time."""
+    return (
+        scenario["endpoint"] == "analyze"
+        and scenario["source"] == "base64"
+        and scenario["megapixels"] == 12
+    )
+
+
+def evaluate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """By scenario name: the mean over its runs of each run's split against the in-process
+    timing taken right after it (the machine's speed drifts by tens of percent between
+    minutes, so each run is set against its own)."""
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        result = split(run, run["inprocess"]) if run.get("inprocess") else None
         if result is not None:
-            found[s["name"]] = result
-    return found
+            by_name.setdefault(run["name"], []).append(result)
+    return {name: _mean_split(splits) for name, splits in by_name.items()}
+
+
+def _mean_split(splits: list[dict[str, Any]]) -> dict[str, Any]:
+    def mean(values: list[float]) -> float:
+        return round(sum(values) / len(values), 1)
+
+    keys = ("server_cpu_ms", "inprocess_cpu_ms", "overhead_cpu_ms")
+    names = sorted({name for s in splits for name in s["processes"]})
+    return {
+        "processes": {
+            name: {
+                key: mean([s["processes"].get(name, {}).get(key, 0.0) for s in splits])
+                for key in keys
+            }
+            for name in names
+        },
+        **{key: mean([s[key] for s in splits]) for key in keys},
+        "overhead_cpu_ms_runs": [s["overhead_cpu_ms"] for s in splits],
+    }

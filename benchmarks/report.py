@@ -256,14 +256,16 @@ def _overhead(results: dict[str, Any]) -> list[str]:
         "",
         "## Serving overhead (server CPU ms per image vs the same work in-process)",
         "",
-        "In-process: the same photos, code and model store in one plain process with the "
-        "server stopped (`benchmarks/inprocess.py`): the API process's base64 decode, reduced "
-        "JPEG decode and preparation of every input; each runner's model work at the mean batch "
-        "size it dispatched in that scenario (linear between the integer sizes around it), "
-        "with each runner's own thread settings (`num_threads` below). "
-        "Overhead = served - in-process: serialisation, "
-        "dispatch, copies, heap trims, idle processes. "
-        f"Other users' CPU during the in-process run: {inprocess['cpu'].get('other_pct', 0):.0f}%.",
+        "In-process: the same photos, code and model store in one plain process "
+        "(`benchmarks/inprocess.py`), timed right after each run of the scenario with the "
+        "server idle, since the machine's speed drifts between minutes: the API process's "
+        "base64 decode, reduced JPEG decode and preparation of every input; each runner's "
+        "model work at the mean batch size it dispatched in that run (linear between the "
+        "integer sizes around it), with each runner's own thread settings (`num_threads` "
+        "below). Overhead = served - in-process, each run against its own timing, then the "
+        "mean over the runs: serialisation, dispatch, copies, heap trims, idle processes. "
+        "Other users' CPU during the in-process runs: "
+        f"{inprocess['cpu'].get('other_pct', 0):.0f}%.",
     ]
     for name, split in splits.items():
         rows = [
@@ -287,6 +289,10 @@ def _overhead(results: dict[str, Any]) -> list[str]:
             "",
             f"### `{name}`",
             "",
+            "Overhead of each run: "
+            + ", ".join(f"{ms:.1f}" for ms in split.get("overhead_cpu_ms_runs", []))
+            + " ms per image.",
+            "",
             *_table(
                 ["Serving process", "Server CPU ms/image", "In-process CPU ms/image", "Overhead"],
                 rows,
@@ -295,7 +301,7 @@ def _overhead(results: dict[str, Any]) -> list[str]:
     api = inprocess["api_cpu_ms_per_image"]
     out += [
         "",
-        f"In-process API work ({overhead.API_PROCESS}), CPU ms per image:",
+        f"In-process API work ({overhead.API_PROCESS}), CPU ms per image (mean over the runs):",
         "",
         *_table(
             ["Pipeline", "base64 decode", "JPEG decode (reduced DCT scale)", "prepare", "total"],
@@ -305,7 +311,7 @@ def _overhead(results: dict[str, Any]) -> list[str]:
             ],
         ),
         "",
-        "In-process model work, CPU ms per image by batch size:",
+        "In-process model work, CPU ms per image by batch size (mean over the runs):",
         "",
         *_table(
             ["Runner", "Engine", "CPU ms per image at batch size"],
@@ -575,7 +581,7 @@ def _startup(results: dict[str, Any]) -> list[str]:
 
 def write(results: dict[str, Any], markdown_path: Path, json_path: Path) -> None:
     results["efficiency"] = efficiency(results)
-    results["overhead"] = overhead.evaluate(results["scenarios"], results.get("inprocess"))
+    results["overhead"] = overhead.evaluate(results["scenario_runs"])
     results["targets"] = [c.as_dict() for c in evaluate(results)]
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     markdown_path.write_text(markdown(results))

@@ -15,8 +15,9 @@ One run, so every ratio compares numbers taken on the same machine at the same t
 5. before each pass over the scenarios, with the server idle, times the naive per-image
    pipeline of the original service on the same weights: the machine's speed drifts by tens
    of percent within a run, so each ratio's baseline is timed among the runs it divides;
-6. with the server stopped, times the same work in one plain process (decode, preparation,
-   each model at the batch sizes the server dispatched), the base of the serving overhead;
+6. right after each run of a scenario it can reproduce (/v1/analyze, 12 MP, base64), with the
+   server idle, times the same work in one plain process (decode, preparation, each model at
+   the batch sizes that run dispatched), the base of the serving overhead;
 7. writes the tables and the target checks.
 
 Extra server settings for experiments: `--env FESTORA_PRECISION=fp32` (repeatable), or the same
@@ -171,29 +172,38 @@ def time_baseline(
     return result
 
 
-def run_inprocess(
+def time_inprocess(
+    args: argparse.Namespace,
     photos: list[Photo],
-    scenario_rows: list[dict[str, Any]],
     env: dict[str, str],
-    rounds: int,
-    out: Path,
+    meter: CpuMeter,
+    run: dict[str, Any],
 ) -> dict[str, Any]:
-    """Time the serving processes' work in one plain process, with the server's environment,
-    at the batch sizes the scenarios dispatched (see benchmarks.inprocess)."""
+    """The work of one scenario run in one plain process, right after it with the server idle,
+    at the batch sizes it dispatched (see benchmarks.inprocess)."""
+    quiet = meter.wait_quiet(args.quiet_wait, args.quiet_threshold)
+    out = WORK / "inprocess.json"
     spec = {
         "photos": [str(p.path) for p in by_size(photos, INPROCESS_PHOTO_MEGAPIXELS)],
-        "batch_sizes": overhead.batch_sizes_needed(scenario_rows),
-        "rounds": rounds,
+        "pipelines": [run["pipeline"]],
+        "batch_sizes": overhead.batch_sizes_needed([run]),
+        "rounds": 1 if args.quick else 3,
     }
     spec_path = out.with_suffix(".spec.json")
     spec_path.write_text(json.dumps(spec))
+    before = meter.snapshot()
     subprocess.run(
         [sys.executable, "-m", "benchmarks.inprocess", str(out), str(spec_path)],
         cwd=ROOT,
         env={**os.environ, **env},
         check=True,
     )
-    return dict(json.loads(out.read_text()))
+    result = dict(json.loads(out.read_text()))
+    result["cpu"] = {
+        **CpuMeter.delta(before, meter.snapshot()),
+        "waited_for_quiet_s": quiet["waited_s"],
+    }
+    return result
 
 
 def serve_and_drive(
@@ -249,6 +259,14 @@ def serve_and_drive(
                     f"{summary['latency_p50_s']:.2f} s, {summary['errors']} errors, other "
                     f"users {result.cpu['other_pct']:.0f}%; mean batches: {mean_batches}"
                 )
+                if overhead.covers(summary):
+                    summary["inprocess"] = time_inprocess(args, photos, env, meter, summary)
+                    split = overhead.split(summary, summary["inprocess"])
+                    if split is not None:
+                        log(
+                            f"  the same work in one process: {split['inprocess_cpu_ms']:.1f} "
+                            f"CPU ms per image, served {split['server_cpu_ms']:.1f}"
+                        )
             profiles = {}
             for plan in [p for p in plans if p.name in PROFILED]:
                 log(f"{plan.name}: sampling every serving process with py-spy (untimed)")
@@ -263,6 +281,9 @@ def serve_and_drive(
         "startup": {"ready_s": round(ready_s, 2), "health": health},
         "scenarios": aggregate.fold(measured),
         "scenario_runs": measured,
+        "inprocess": aggregate.fold_inprocess(
+            [r["inprocess"] for r in measured if "inprocess" in r]
+        ),
         "profiles": profiles,
         "memory": {
             "peak_pss_bytes": sampler.peak_bytes,
@@ -354,16 +375,6 @@ def main(argv: list[str] | None = None) -> int:
     log("counting model FLOPs")
     flops = child_json("benchmarks.flops", WORK / "flops.json")
     served = serve_and_drive(args, photos, env, out_dir if args.quick else WORK)
-    log("timing the same work in one process (decode, preparation, models at the served batches)")
-    quiet = meter.wait_quiet(args.quiet_wait, args.quiet_threshold)
-    before = meter.snapshot()
-    inprocess = run_inprocess(
-        photos, served["scenarios"], env, 1 if args.quick else 3, WORK / "inprocess.json"
-    )
-    inprocess["cpu"] = {
-        **CpuMeter.delta(before, meter.snapshot()),
-        "waited_for_quiet_s": quiet["waited_s"],
-    }
     recorded_env = {
         k: v
         for k, v in os.environ.items()
@@ -380,7 +391,6 @@ def main(argv: list[str] | None = None) -> int:
         },
         "machine": machine,
         "flops": flops,
-        "inprocess": inprocess,
         "photos": [
             {"name": p.name, "width": p.width, "height": p.height, "bytes": p.size_bytes}
             for p in photos

@@ -52,10 +52,11 @@ def test_repeated_runs_fold_into_one_mean_over_all_batches() -> None:
     }
     runs = [
         {**run, "batches": {"CLIPEncoder": {"batches": 1, "requests": 8}}},
-        {**run, "batches": {"CLIPEncoder": {"batches": 3, "requests": 4}}},
+        {**run, "batches": {"CLIPEncoder": {"batches": 3, "requests": 4}}, "inprocess": {}},
     ]
     (row,) = aggregate.fold(runs)
     assert row["batches"]["CLIPEncoder"] == {"batches": 4, "requests": 12, "mean_batch_size": 3.0}
+    assert "inprocess" not in row  # each run keeps its own: see benchmarks.overhead
 
 
 def test_cost_at_interpolates_between_measured_batch_sizes() -> None:
@@ -112,6 +113,41 @@ def test_overhead_charges_each_process_with_its_own_work_only() -> None:
     assert overhead.split({**s, "batches": {"Brisque": {"mean_batch_size": 1}}}, INPROCESS) is None
 
 
+def test_each_run_is_set_against_the_in_process_timing_taken_right_after_it() -> None:
+    """The machine's speed drifts between minutes: a slow run and a fast run each keep their
+    own 10 ms of overhead, where one shared in-process timing would give them 0 and 20."""
+    fast = {"api_cpu_ms_per_image": {"embedding": {"total": 30.0}}, "runner_cpu_ms_per_image": {}}
+    slow = {"api_cpu_ms_per_image": {"embedding": {"total": 50.0}}, "runner_cpu_ms_per_image": {}}
+    runs = [
+        {
+            **scenario(EMBEDDING_12MP, "embedding", 20.0, {"festora-vision": 40.0}, {}),
+            "inprocess": fast,
+        },
+        {
+            **scenario(EMBEDDING_12MP, "embedding", 15.0, {"festora-vision": 60.0}, {}),
+            "inprocess": slow,
+        },
+        scenario("embedding-12mp-url-c8", "embedding", 20.0, {"festora-vision": 40.0}, {}),
+    ]
+    found = overhead.evaluate(runs)
+
+    assert list(found) == [EMBEDDING_12MP]  # a run with no in-process timing has no split
+    assert found[EMBEDDING_12MP]["overhead_cpu_ms_runs"] == [10.0, 10.0]
+    assert found[EMBEDDING_12MP]["overhead_cpu_ms"] == 10.0
+    assert found[EMBEDDING_12MP]["processes"]["festora-vision"]["server_cpu_ms"] == 50.0
+
+    folded = aggregate.fold_inprocess(
+        [
+            {**fast, "photos": ["a"], "rounds": 3, "engines": {}, "cpu": {"other_pct": 1.0}},
+            {**slow, "photos": ["a"], "rounds": 3, "engines": {}, "cpu": {"other_pct": 3.0}},
+        ]
+    )
+    assert folded is not None and folded["runs"] == 2
+    assert folded["api_cpu_ms_per_image"] == {"embedding": {"total": 40.0}}
+    assert folded["cpu"]["other_pct"] == 2.0
+    assert aggregate.fold_inprocess([]) is None
+
+
 def test_targets_check_efficiency_overhead_and_embedding_ratio() -> None:
     emb = scenario(
         EMBEDDING_12MP,
@@ -128,7 +164,7 @@ def test_targets_check_efficiency_overhead_and_embedding_ratio() -> None:
         "memory": {"peak_pss_bytes": 3e9},
         "startup": {"ready_s": 20.0},
     }
-    results["overhead"] = overhead.evaluate(results["scenarios"], INPROCESS)
+    results["overhead"] = overhead.evaluate([{**s, "inprocess": INPROCESS} for s in (emb, full)])
     checks = {c.target: c for c in targets.evaluate(results)}
 
     efficiency = [c for t, c in checks.items() if t.startswith("8 clients >= 90%")]
@@ -198,7 +234,7 @@ def test_report_tables_show_batches_and_overhead_per_process() -> None:
         "cpu": {"other_pct": 5.0},
     }
     results = {"scenarios": [emb], "inprocess": inprocess}
-    results["overhead"] = overhead.evaluate(results["scenarios"], inprocess)
+    results["overhead"] = overhead.evaluate([{**emb, "inprocess": inprocess}])
     text = "\n".join(report._batches(results) + report._overhead(results))
     assert f"| {EMBEDDING_12MP} | 1.50 (6 / 4) |" in text
     assert "| CLIPEncoder | 38.0 | 35.0 | 3.0 |" in text
