@@ -436,7 +436,9 @@ def _baseline(results: dict[str, Any]) -> list[str]:
         f"threads; {len(b['images'])} x 12 MP images after a warm-up pass, timed before each "
         f"pass over the scenarios with the server idle ({_passes(b)}). Full pipeline: "
         f"**{b['full_seconds_per_image']:.2f} s/image = {b['full_images_per_s']:.4f} images/s**"
-        f"; embedding only (decode + CLIP): {b['embedding_seconds_per_image']:.2f} s/image = "
+        "; embedding only (decode + CLIP, the mean of "
+        f"{b.get('embedding_rounds', 1)} timings per image): "
+        f"{b['embedding_seconds_per_image']:.2f} s/image = "
         f"{b['embedding_images_per_s']:.3f} images/s. Other users' CPU during the baseline: "
         f"{b.get('cpu', {}).get('other_pct', 0):.0f}%.",
         *_baseline_ratios(results),

@@ -186,6 +186,7 @@ def baseline_pass(full: float, embedding: float, other_pct: float) -> dict[str, 
         "full_seconds_per_image": 1 / full,
         "embedding_images_per_s": embedding,
         "embedding_seconds_per_image": 1 / embedding,
+        "embedding_rounds": 5,
         "stage_mean_seconds": {"decode": 1 / embedding / 2, "clip": 1 / embedding / 2},
         "cpu": {"other_pct": other_pct},
     }
@@ -211,6 +212,7 @@ def test_baseline_timed_per_pass_folds_to_medians_and_reports_each_pass() -> Non
     text = "\n".join(report._baseline({"baseline": folded, "scenarios": [emb]}))
     assert "medians of 3 passes: full 0.1000, 0.1200, 0.1100" in text
     assert "embedding 2.000, 3.000, 4.000 images/s" in text
+    assert "the mean of 5 timings per image" in text
     assert "36.00 images/s = **12.0x** the baseline (3.0000 images/s)" in text
 
 
