@@ -33,10 +33,7 @@ def fold(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[key] = round(sum(r[key] for r in group), 3)
         row["latency_max_s"] = max(r["latency_max_s"] for r in group)
         row["first_errors"] = [e for r in group for e in r["first_errors"]][:3]
-        row["cpu"] = {
-            key: round(statistics.fmean(r["cpu"].get(key, 0.0) for r in group), 2)
-            for key in group[0]["cpu"]
-        }
+        row["cpu"] = mean_cpu(group)
         per_process = [r["cpu_ms_per_image_by_process"] for r in group]
         names = sorted({n for p in per_process for n in p})
         row["cpu_ms_per_image_by_process"] = {
@@ -45,6 +42,14 @@ def fold(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["batches"] = _fold_batches([r.get("batches", {}) for r in group])
         folded.append(row)
     return folded
+
+
+def mean_cpu(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Each figure of the runs' `cpu` (CpuMeter.delta) as its mean over them."""
+    return {
+        key: round(statistics.fmean(r["cpu"].get(key, 0.0) for r in runs), 2)
+        for key in runs[0]["cpu"]
+    }
 
 
 def _fold_batches(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
@@ -78,10 +83,7 @@ def fold_baseline(runs: list[dict[str, Any]]) -> dict[str, Any]:
         stage: round(statistics.fmean(r["stage_mean_seconds"][stage] for r in runs), 4)
         for stage in runs[0]["stage_mean_seconds"]
     }
-    row["cpu"] = {
-        key: round(statistics.fmean(r["cpu"].get(key, 0.0) for r in runs), 2)
-        for key in runs[0]["cpu"]
-    }
+    row["cpu"] = mean_cpu(runs)
     return row
 
 
@@ -106,8 +108,5 @@ def fold_inprocess(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
         "api_cpu_ms_per_image": nested("api_cpu_ms_per_image"),
         "runner_cpu_ms_per_image": nested("runner_cpu_ms_per_image"),
         "engines": {k: v for r in runs for k, v in r["engines"].items()},
-        "cpu": {
-            key: round(statistics.fmean(r["cpu"].get(key, 0.0) for r in runs), 2)
-            for key in runs[0]["cpu"]
-        },
+        "cpu": mean_cpu(runs),
     }
